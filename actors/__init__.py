@@ -1,0 +1,67 @@
+"""The message stage: the broker, its middleware and the queue names, in one place.
+
+`dramatiq actors` imports this package; importing it sets the global broker
+and registers every actor. The API imports it too, to `.send()`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from config import Settings, get_settings
+from logs import configure_logging
+
+settings = get_settings()
+configure_logging(settings.log_level)
+
+# Dramatiq's Prometheus middleware reads these once, at import: set them first.
+os.environ["dramatiq_prom_host"] = settings.prometheus_host
+os.environ["dramatiq_prom_port"] = str(settings.prometheus_port)
+os.environ["dramatiq_prom_db"] = str(settings.prometheus_db)
+
+import dramatiq  # noqa: E402
+from dramatiq.brokers.rabbitmq import RabbitmqBroker  # noqa: E402
+from dramatiq.middleware import (  # noqa: E402
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+from dramatiq.middleware.prometheus import Prometheus  # noqa: E402
+
+#: Detections get their own queue so long background tasks never delay rows.
+INGEST_QUEUE = "ingest"
+TASKS_QUEUE = "tasks"
+
+
+def build_broker(settings: Settings) -> RabbitmqBroker:
+    """RabbitMQ broker with publisher confirms and our middleware.
+
+    Dramatiq 2.x no longer adds Prometheus by default, and CurrentMessage
+    (the actors need their message id) is opt-in: both are added here.
+    """
+    middleware = [
+        Prometheus(),
+        AgeLimit(),
+        TimeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(
+            max_retries=settings.max_retries,
+            min_backoff=settings.min_backoff_ms,
+            max_backoff=settings.max_backoff_ms,
+        ),
+        CurrentMessage(),
+    ]
+    # confirm_delivery: send() returns only once RabbitMQ has the message on disk.
+    return RabbitmqBroker(url=settings.rabbitmq_url, confirm_delivery=True, middleware=middleware)
+
+
+broker = build_broker(settings)
+dramatiq.set_broker(broker)
+
+from actors import ingest, tasks  # noqa: E402,F401  (registers the actors)

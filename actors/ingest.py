@@ -1,0 +1,29 @@
+"""Detections: turn one enqueued payload into CSV rows, exactly once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+from loguru import logger
+
+from actors import INGEST_QUEUE, settings
+from pipeline.csv_sink import CsvSink
+from pipeline.rows import encode_rows
+
+sink = CsvSink(settings.csv_path)
+
+
+@dramatiq.actor(queue_name=INGEST_QUEUE)
+def write_detection_rows(payload: dict[str, Any]) -> int:
+    """Append one row per pred; return the rows written (0 for a redelivery).
+
+    Returning is what makes Dramatiq ack, so the rows are on disk first.
+    """
+    message_id = CurrentMessage.get_current_message().message_id
+    data, count = encode_rows(message_id, payload)
+    if sink.append(message_id, data):
+        return count
+    logger.info("message {} was already committed; redelivery acknowledged without writing", message_id)
+    return 0

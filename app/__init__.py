@@ -1,0 +1,1 @@
+"""The HTTP source: FastAPI app factory, routers and the payload schema."""

@@ -1,0 +1,30 @@
+"""The app factory: wires routers, limits and error handlers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.limits import BodySizeLimit
+from app.routers import health, ingest, tasks
+from config import Settings, get_settings
+from logs import configure_logging
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Detections ingest",
+        summary="POST detections; Dramatiq workers on RabbitMQ append one CSV row per pred, exactly once.",
+        version="0.1.0",
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(ingest.router)
+    app.include_router(tasks.router)
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()

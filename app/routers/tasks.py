@@ -1,0 +1,24 @@
+"""POST /tasks: the countdown background task."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from actors.tasks import countdown
+from app.errors import UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
+from app.publishing import publish
+from app.schemas import CountdownRequest, CountdownSubmitted
+
+router = APIRouter(tags=["tasks"])
+
+
+@router.post(
+    "/tasks",
+    status_code=202,
+    response_model=CountdownSubmitted,
+    summary="Start a countdown in a worker; answers at once",
+    responses={**VALIDATION_RESPONSE, **UNAVAILABLE_RESPONSE},
+)
+def submit_countdown(request: CountdownRequest) -> CountdownSubmitted:
+    message_id = publish(countdown, request.seconds)
+    return CountdownSubmitted(message_id=message_id, seconds=request.seconds)

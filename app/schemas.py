@@ -1,0 +1,118 @@
+"""The payload contract of the API and its validation messages.
+
+Limits come from `config.Settings`, read once at import. Unknown fields are
+rejected rather than dropped, so a client's typo never loses data silently.
+"""
+
+from __future__ import annotations
+
+import binascii
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StringConstraints, field_validator
+
+from config import get_settings
+
+_settings = get_settings()
+
+
+
+def _encodable(value: str) -> str:
+    """Reject lone surrogates (JSON allows `\\ud800`); they cannot be written as UTF-8."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError("text must be valid Unicode (no lone surrogate escapes)") from None
+    return value
+
+
+Identifier = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=_settings.max_id_length),
+    AfterValidator(_encodable),
+]
+Tag = Annotated[str, StringConstraints(strict=True, max_length=_settings.max_tag_length), AfterValidator(_encodable)]
+
+SEED_EXAMPLE = {
+    "device_id": "cam-01",
+    "client_id": "acme",
+    "created_at": "2023-02-13 10:49:06.613585",
+    "data": {
+        "license_id": "lic-42",
+        "preds": [{"image_frame": "aGVsbG8gd29ybGQ=", "prob": 0.87, "tags": ["person", "entrance"]}],
+    },
+}
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_frame: str = Field(
+        min_length=1,
+        max_length=_settings.max_frame_length,
+        strict=True,
+        description="The frame, standard base64 (RFC 4648) with padding.",
+    )
+    prob: StrictFloat = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="Confidence in [0, 1].")
+    tags: list[Tag] = Field(max_length=_settings.max_tags, description="Labels; any text.")
+
+    @field_validator("image_frame")
+    @classmethod
+    def image_frame_is_base64(cls, value: str) -> str:
+        try:
+            binascii.a2b_base64(value, strict_mode=True)
+        except binascii.Error as error:
+            raise ValueError(f"image_frame must be standard base64 with padding ({error})") from None
+        return value
+
+
+class Detection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    license_id: Identifier
+    preds: list[Prediction] = Field(
+        min_length=1, max_length=_settings.max_preds, description="One CSV row is written per item."
+    )
+
+
+class IngestPayload(BaseModel):
+    """One detection report from a device."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEED_EXAMPLE]})
+
+    device_id: Identifier
+    client_id: Identifier
+    created_at: datetime = Field(
+        description="ISO 8601, with or without zone; `2023-02-13 10:49:06.613585` works too. "
+        "Stored in ISO 8601 form, zone kept as sent."
+    )
+    data: Detection
+
+
+class IngestAccepted(BaseModel):
+    status: Literal["received"] = "received"
+    message_id: str = Field(description="Dramatiq message id; the rows carry it in `message_id`.")
+
+
+class CountdownRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: int = Field(ge=0, le=_settings.max_countdown_seconds, strict=True)
+
+
+class CountdownSubmitted(BaseModel):
+    message_id: str
+    seconds: int
+    status: Literal["submitted"] = "submitted"
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the offending field, e.g. `data.preds.0.prob`.")
+    message: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[FieldError]

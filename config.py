@@ -1,0 +1,85 @@
+"""Every knob of the service, read once from the environment or `.env`.
+
+One `Settings` class is the only place that reads configuration; modules take
+the values they need from `get_settings()`. Shell entrypoints read the same
+values through `python -m config --shell`, so scripts never parse `.env`
+themselves and cannot drift from the defaults here.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Broker. A vhost in the URL is honoured (tests and benchmarks isolate themselves that way).
+    rabbitmq_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        description="AMQP URL of RabbitMQ, including the vhost.",
+    )
+    publish_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longest an API request waits for RabbitMQ to confirm a publish."
+    )
+
+    # Sink.
+    csv_path: Path = Field(Path("data/data.csv"), description="CSV file the workers append rows to.")
+
+    # HTTP API.
+    api_host: str = Field("127.0.0.1", description="Address uvicorn binds to (0.0.0.0 in containers).")
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+
+    # Workers.
+    worker_processes: int = Field(2, ge=1, description="Processes of the dramatiq CLI.")
+    worker_threads: int = Field(8, ge=1, description="Worker threads per process.")
+    prometheus_host: str = Field("127.0.0.1", description="Address of the workers' metrics server.")
+    prometheus_port: int = Field(9191, ge=1, le=65535, description="Port of the workers' metrics server.")
+    prometheus_db: Path = Field(
+        Path("/tmp/dramatiq-prometheus"),
+        description="Multiprocess directory for worker metrics; cleared at worker start.",
+    )
+
+    # Retries (Dramatiq's Retries middleware). The backoff stays far below RabbitMQ's
+    # 30-minute consumer_timeout, which would close a channel holding a delayed message longer.
+    max_retries: int = Field(5, ge=0, description="Retries before a failing message is dead-lettered.")
+    min_backoff_ms: int = Field(1_000, ge=0)
+    max_backoff_ms: int = Field(60_000, ge=0)
+
+    # Request limits.
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+    max_preds: int = Field(100, ge=1, description="Most items in data.preds per request.")
+    max_id_length: int = Field(256, ge=1, description="Longest device_id, client_id or license_id.")
+    max_frame_length: int = Field(1024 * 1024, ge=4, description="Longest base64 image_frame.")
+    max_tags: int = Field(64, ge=0, description="Most tags per pred.")
+    max_tag_length: int = Field(256, ge=1, description="Longest tag.")
+    max_countdown_seconds: int = Field(3600, ge=1, description="Longest countdown POST /tasks accepts.")
+
+    log_level: str = Field("INFO", description="loguru level: DEBUG, INFO, WARNING, ...")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def shell_exports(settings: Settings) -> str:
+    """Render settings as `export NAME=value` lines for the entrypoint scripts."""
+    lines = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        lines.append(f"export {name.upper()}={shlex.quote(str(value))}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--shell"]:
+        sys.exit("usage: python -m config --shell")
+    print(shell_exports(get_settings()))

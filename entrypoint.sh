@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# API and workers together. Ctrl+C or SIGTERM stops both (workers finish their
+# current messages first); if either exits, the other is stopped too.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+./entrypoint_dramatiq.sh & workers=$!
+./entrypoint_api.sh & api=$!
+
+stop() { kill -TERM "$api" "$workers" 2>/dev/null || true; }
+trap stop INT TERM
+status=0
+wait -n "$api" "$workers" || status=$?
+stop
+wait "$api" "$workers" 2>/dev/null || true
+exit "$status"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The HTTP API (uvicorn). Configuration: config.py, from the environment or .env.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
+eval "$("$PYTHON" -m config --shell)"
+exec "$PYTHON" -m uvicorn app.main:app \
+  --host "$API_HOST" --port "$API_PORT" --workers "$API_WORKERS" \
+  --loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 10

@@ -1,0 +1,309 @@
+"""Append rows to one CSV file durably and exactly once, from many threads and processes.
+
+Why it is shaped this way:
+
+- **Group commit.** Actor threads hand their encoded rows to one committer
+  thread per process and wait. The committer writes everything queued in one
+  `write` and one `fdatasync`, so many messages share one disk flush. The
+  actor returns (and Dramatiq acks) only after that flush.
+- **One writer at a time.** An exclusive `flock` on `<csv>.lock` serialises
+  the committers of all processes on the host, so rows are never interleaved
+  or torn by a concurrent writer.
+- **Exactly once.** RabbitMQ delivers at least once: a worker killed after
+  writing but before acking gets its message redelivered, possibly to another
+  process. A ledger (`<csv>.ledger`, SQLite) maps every committed
+  `message_id` to the byte offset where its rows end; a message already in it
+  is acknowledged without writing again. Lookups are by primary key, so no
+  message re-reads the CSV.
+- **The CSV is the truth, the ledger a cache.** The ledger is updated after
+  the CSV flush and may lag it (a kill in between, or SQLite's relaxed sync).
+  Before every batch, under the lock, the committer compares the file size
+  with the ledger's last offset: complete messages past it are added to the
+  ledger, and a torn tail (a writer that died mid-write; never acked) is
+  truncated. A missing or stale ledger is rebuilt from the file.
+
+Several hosts: give each host its own `CSV_PATH` (a shard); exactly-once holds
+within a shard, and `merge_shards` (by `message_id, pred_index`) removes the
+copies a redelivery to another host may leave across shards.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loguru import logger
+
+from pipeline.rows import COLUMNS, HEADER_BYTES, restore_cell
+
+#: Upper bound of one group commit; larger batches only add latency.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+MAX_BATCH_MESSAGES = 1024
+
+
+class ForeignCsvError(RuntimeError):
+    """CSV_PATH holds a file this sink did not write."""
+
+
+class Ledger:
+    """Which messages are committed, and where their rows end in the CSV."""
+
+    def __init__(self, path: Path):
+        self._db = sqlite3.connect(path, isolation_level=None)
+        # WAL + NORMAL: never corrupt, may lose its last transactions on power
+        # loss; the sink's recovery re-derives those from the CSV.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS commits (message_id TEXT PRIMARY KEY, end_offset INTEGER NOT NULL)"
+            " WITHOUT ROWID"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS commits_by_end ON commits (end_offset)")
+
+    def end_offset(self) -> int:
+        """Offset just past the last committed message, 0 when empty."""
+        (end,) = self._db.execute("SELECT coalesce(max(end_offset), 0) FROM commits").fetchone()
+        return end
+
+    def known(self, message_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(message_ids), 500):
+            chunk = message_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT message_id FROM commits WHERE message_id IN ({marks})", chunk)
+            found.update(message_id for (message_id,) in rows)
+        return found
+
+    def record(self, entries: Iterable[tuple[str, int]]) -> None:
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?)", entries)
+
+    def clear(self) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM commits")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def scan_complete_messages(lines: Iterable[bytes], start: int) -> tuple[list[tuple[str, int]], int]:
+    """Find the whole messages in CSV bytes that begin at offset `start`.
+
+    Returns `(message_id, end_offset)` per complete message and the offset just
+    past the last one. A message is complete when its rows 0..pred_count-1 are
+    all there, each ending in a newline; anything after the last complete
+    message (a torn write) is not counted.
+    """
+    offset = start
+
+    def decoded() -> Iterator[str]:
+        nonlocal offset
+        for raw in lines:
+            if not raw.endswith(b"\n"):
+                return
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                return
+            offset += len(raw)
+            yield text
+
+    entries: list[tuple[str, int]] = []
+    good_end = start
+    current, expected, count = None, 0, 0
+    try:
+        for cells in csv.reader(decoded()):
+            if len(cells) != len(COLUMNS):
+                break
+            message_id, index, total = restore_cell(cells[0]), int(cells[1]), int(cells[2])
+            if index == 0:
+                current, expected, count = message_id, 0, total
+            if message_id != current or index != expected:
+                break
+            expected += 1
+            if expected == count:
+                entries.append((message_id, offset))
+                good_end = offset
+                current = None
+    except (csv.Error, ValueError):
+        pass
+    return entries, good_end
+
+
+@dataclass(eq=False)
+class PendingAppend:
+    message_id: str
+    data: bytes
+    done: threading.Event = field(default_factory=threading.Event)
+    written: bool = False
+    error: BaseException | None = None
+
+
+class DurableCsvFile:
+    """The CSV file, its lock and its ledger; used by one committer thread."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._ledger = Ledger(Path(f"{self.path}.ledger"))
+
+    def close(self) -> None:
+        self._ledger.close()
+        os.close(self._fd)
+        os.close(self._lock_fd)
+
+    def commit(self, batch: list[PendingAppend]) -> None:
+        """Write the batch's new messages, flush them, record them; mark each pending."""
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            end = self._recover()
+            known = self._ledger.known([pending.message_id for pending in batch])
+            parts: list[bytes] = []
+            entries: list[tuple[str, int]] = []
+            for pending in batch:
+                if pending.message_id in known:
+                    continue
+                known.add(pending.message_id)
+                parts.append(pending.data)
+                end += len(pending.data)
+                entries.append((pending.message_id, end))
+                pending.written = True
+            if parts:
+                _write_all(self._fd, b"".join(parts))
+                os.fdatasync(self._fd)
+                self._ledger.record(entries)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _recover(self) -> int:
+        """Bring file and ledger into agreement; return the file's committed end."""
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            self._ledger.clear()
+            _write_all(self._fd, HEADER_BYTES)
+            os.fdatasync(self._fd)
+            return len(HEADER_BYTES)
+        if os.pread(self._fd, len(HEADER_BYTES), 0) != HEADER_BYTES:
+            raise ForeignCsvError(
+                f"{self.path} does not start with this service's CSV header; "
+                "move it away or point CSV_PATH at another file"
+            )
+        committed = self._ledger.end_offset() or len(HEADER_BYTES)
+        if committed == size:
+            return size
+        if committed > size:
+            logger.warning("{} is shorter than its ledger says; rebuilding the ledger from the file", self.path)
+            self._ledger.clear()
+            committed = len(HEADER_BYTES)
+        with open(self.path, "rb") as reader:
+            reader.seek(committed)
+            entries, good_end = scan_complete_messages(reader, committed)
+        if good_end < size:
+            logger.warning("{}: truncating {} bytes of an unfinished write", self.path, size - good_end)
+            os.ftruncate(self._fd, good_end)
+        # The writer that left these rows may have died before its flush; flush
+        # them before the ledger vouches for them (their redelivery will be acked).
+        os.fdatasync(self._fd)
+        self._ledger.record(entries)
+        return good_end
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class CsvSink:
+    """Process-wide entry point: `append` blocks until the rows are on disk.
+
+    The committer thread and the file are created lazily and again after a
+    fork, because Dramatiq's CLI forks worker processes after import.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._queue: queue.SimpleQueue[PendingAppend] = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
+        self._owner_pid: int | None = None
+
+    def append(self, message_id: str, data: bytes) -> bool:
+        """Commit one message's rows; False when that message was already committed."""
+        self._ensure_committer()
+        pending = PendingAppend(message_id, data)
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.written
+
+    def _ensure_committer(self) -> None:
+        if self._owner_pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._owner_pid != os.getpid():
+                self._queue = queue.SimpleQueue()
+                threading.Thread(target=self._run, name="csv-committer", daemon=True).start()
+                self._owner_pid = os.getpid()
+
+    def _run(self) -> None:
+        work = self._queue
+        file: DurableCsvFile | None = None
+        while True:
+            batch = [work.get()]
+            size = len(batch[0].data)
+            while size < MAX_BATCH_BYTES and len(batch) < MAX_BATCH_MESSAGES:
+                try:
+                    pending = work.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(pending)
+                size += len(pending.data)
+            try:
+                file = file or DurableCsvFile(self.path)
+                file.commit(batch)
+            except BaseException as error:  # hand every failure to the waiting actors
+                for pending in batch:
+                    pending.written = False
+                    pending.error = error
+                if file is not None:
+                    file.close()
+                    file = None
+            finally:
+                for pending in batch:
+                    pending.done.set()
+
+
+def merge_shards(shards: Iterable[Path], out: Path) -> int:
+    """Merge per-host CSV shards into one file, keeping each (message_id, pred_index) once.
+
+    Returns the number of rows written. Streams the shards; memory grows with
+    the number of distinct keys, not with the data.
+    """
+    seen: set[tuple[str, str]] = set()
+    count = 0
+    with open(out, "w", newline="", encoding="utf-8") as target:
+        target.write(HEADER_BYTES.decode())
+        writer = csv.writer(target, lineterminator="\r\n")
+        for shard in shards:
+            with open(shard, newline="", encoding="utf-8") as source:
+                reader = csv.reader(source)
+                next(reader, None)
+                for cells in reader:
+                    key = (cells[0], cells[1])
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    writer.writerow(cells)
+                    count += 1
+    return count

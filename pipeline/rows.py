@@ -1,0 +1,126 @@
+"""The CSV row format: one row per item of `data.preds`, and the way back.
+
+Format (RFC 4180, UTF-8, `\\r\\n` line ends, fields quoted when needed):
+
+    message_id, pred_index, pred_count, device_id, client_id, created_at,
+    license_id, prob, tags, image_frame
+
+- `pred_count` lets a reader (and the sink's crash recovery) tell a complete
+  message from a torn one: a message is whole when it has rows 0..pred_count-1.
+- `prob` is written with `repr`, the shortest text that parses back to the
+  same float.
+- `tags` is a JSON array, so tags holding commas, quotes or newlines survive.
+- Formula neutralisation (OWASP CSV injection): a text cell starting with
+  `=`, `+`, `-`, `@`, tab, CR or `'` gets one `'` in front, so a spreadsheet
+  shows it as text. Reading back: drop one leading `'` from any text cell that
+  starts with it (`restore_cell`). Because a leading `'` is itself escaped, the
+  rule is lossless.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+
+COLUMNS = (
+    "message_id",
+    "pred_index",
+    "pred_count",
+    "device_id",
+    "client_id",
+    "created_at",
+    "license_id",
+    "prob",
+    "tags",
+    "image_frame",
+)
+TEXT_COLUMNS = ("message_id", "device_id", "client_id", "created_at", "license_id", "image_frame")
+HEADER = ",".join(COLUMNS) + "\r\n"
+HEADER_BYTES = HEADER.encode()
+
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def neutralise_cell(value: str) -> str:
+    """Make a text cell inert in spreadsheets without losing information."""
+    if value.startswith(_FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def restore_cell(value: str) -> str:
+    """Undo `neutralise_cell`."""
+    return value[1:] if value.startswith("'") else value
+
+
+def encode_rows(message_id: str, payload: dict[str, Any]) -> tuple[bytes, int]:
+    """Encode one payload as CSV bytes, one row per pred; return (bytes, row count).
+
+    `payload` is the JSON form of `app.schemas.IngestPayload` as the API
+    enqueued it; it was validated there and is not validated again.
+    """
+    data = payload["data"]
+    preds = data["preds"]
+    count = len(preds)
+    head = (
+        neutralise_cell(message_id),
+        None,
+        count,
+        neutralise_cell(payload["device_id"]),
+        neutralise_cell(payload["client_id"]),
+        neutralise_cell(payload["created_at"]),
+        neutralise_cell(data["license_id"]),
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerows(
+        (
+            head[0],
+            index,
+            *head[2:],
+            repr(float(pred["prob"])),
+            orjson.dumps(pred["tags"]).decode(),
+            neutralise_cell(pred["image_frame"]),
+        )
+        for index, pred in enumerate(preds)
+    )
+    return buffer.getvalue().encode(), count
+
+
+def decode_row(cells: list[str]) -> dict[str, Any]:
+    """Turn one CSV record (as `csv.reader` returns it) back into typed values."""
+    if len(cells) != len(COLUMNS):
+        raise ValueError(f"expected {len(COLUMNS)} cells, got {len(cells)}")
+    row: dict[str, Any] = dict(zip(COLUMNS, cells))
+    for name in TEXT_COLUMNS:
+        row[name] = restore_cell(row[name])
+    row["pred_index"] = int(row["pred_index"])
+    row["pred_count"] = int(row["pred_count"])
+    row["prob"] = float(row["prob"])
+    row["tags"] = orjson.loads(row["tags"])
+    return row
+
+
+def read_rows(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Read decoded rows from CSV text lines (the header line is skipped).
+
+    Open the file with `open(path, newline="", encoding="utf-8")`.
+    """
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        return
+    if tuple(header) != COLUMNS:
+        raise ValueError(f"unexpected CSV header {header!r}; expected {list(COLUMNS)!r}")
+    for cells in reader:
+        yield decode_row(cells)
+
+
+def read_csv(path) -> list[dict[str, Any]]:
+    """All rows of a CSV file the sink wrote, decoded."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(read_rows(handle))

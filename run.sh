@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (virtualenv + pinned requirements) and run API + workers.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/bootstrap.sh requirements.txt
+scripts/ensure_rabbitmq.sh
+exec ./entrypoint.sh

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Make sure RabbitMQ answers on RABBITMQ_URL's host and port; start a local one if installed.
+# Fails at once, with one line saying what to do, when it cannot; never waits forever.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+read -r host port < <(.venv/bin/python - <<'PY'
+import pika
+from config import get_settings
+p = pika.URLParameters(get_settings().rabbitmq_url)
+print(p.host, p.port)
+PY
+)
+
+reachable() { timeout 2 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null; }
+
+reachable && exit 0
+case "$host" in
+  127.0.0.1|localhost|::1) ;;
+  *) echo "RabbitMQ not reachable at $host:$port; start it or fix RABBITMQ_URL" >&2; exit 1 ;;
+esac
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "RabbitMQ not reachable at $host:$port and rabbitmq-server is not installed; run 'apt-get install rabbitmq-server' or 'docker compose up rabbitmq', or set RABBITMQ_URL" >&2
+  exit 1
+fi
+echo "starting local RabbitMQ (rabbitmq-server -detached)..." >&2
+rabbitmq-server -detached >/dev/null 2>&1 || true
+if ! timeout 90 rabbitmqctl await_startup >/dev/null 2>&1; then
+  echo "RabbitMQ did not start within 90 s; see /var/log/rabbitmq/ and run 'rabbitmq-server' by hand" >&2
+  exit 1
+fi
+for _ in $(seq 1 50); do reachable && exit 0; sleep 0.2; done
+echo "RabbitMQ started but $host:$port does not answer; check its listeners" >&2
+exit 1

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (virtualenv + pinned dev requirements) and run the whole test suite.
+# Extra arguments go to pytest, e.g. ./test.sh -m "not slow" or ./test.sh tests/unit
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/bootstrap.sh requirements-dev.txt
+scripts/ensure_rabbitmq.sh
+exec .venv/bin/python -m pytest "$@"
