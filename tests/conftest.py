@@ -1,0 +1,40 @@
+"""Shared fixtures. Integration tests run the real stack on a vhost of their own."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import settings as hypothesis_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+hypothesis_settings.register_profile("ci", max_examples=300, deadline=None)
+hypothesis_settings.register_profile("dev", max_examples=100, deadline=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(scope="session")
+def vhost():
+    from tests.support.rabbit import create_vhost, delete_vhost
+
+    name = create_vhost()
+    yield name
+    delete_vhost(name)
+
+
+@pytest.fixture(scope="session")
+def stack(vhost, tmp_path_factory):
+    """API + 2 worker processes x 8 threads, shared by the integration tests."""
+    from tests.support.rabbit import vhost_url
+    from tests.support.stack import Stack
+
+    running = Stack(tmp_path_factory.mktemp("stack"), vhost_url(vhost), processes=2, threads=8)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()

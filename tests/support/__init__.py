@@ -1,0 +1,1 @@
+"""Helpers for tests that run the real service: processes, vhosts, payloads, waiting."""

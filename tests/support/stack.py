@@ -1,0 +1,128 @@
+"""The real service as subprocesses: uvicorn API and the dramatiq CLI, on an isolated vhost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.support.rabbit import queue_state
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Stack:
+    """API and workers started from the project's own entrypoint scripts."""
+
+    def __init__(self, workdir: Path, rabbitmq_url: str, *, processes: int = 2, threads: int = 8, **settings: str):
+        self.workdir = workdir
+        self.csv_path = workdir / "data.csv"
+        self.api_port = free_port()
+        self.prometheus_port = free_port()
+        self.rabbitmq_url = rabbitmq_url
+        self.processes = processes
+        self.env = {
+            **os.environ,
+            "RABBITMQ_URL": rabbitmq_url,
+            "CSV_PATH": str(self.csv_path),
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(self.api_port),
+            "PROMETHEUS_HOST": "127.0.0.1",
+            "PROMETHEUS_PORT": str(self.prometheus_port),
+            "PROMETHEUS_DB": str(workdir / "prometheus"),
+            "WORKER_PROCESSES": str(processes),
+            "WORKER_THREADS": str(threads),
+            "PYTHON": str(ROOT / ".venv" / "bin" / "python"),
+            **{name.upper(): value for name, value in settings.items()},
+        }
+        self.api: subprocess.Popen | None = None
+        self.workers: subprocess.Popen | None = None
+        self.api_log = workdir / "api.log"
+        self.workers_log = workdir / "workers.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}/metrics"
+
+    def _spawn(self, script: str, log: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [str(ROOT / script)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so stop() reaches the children
+        )
+
+    def start_workers(self, *, wait: bool = True) -> None:
+        self.workers = self._spawn("entrypoint_dramatiq.sh", self.workers_log)
+        if wait:
+            self.wait_for_consumers()
+
+    def wait_for_consumers(self, timeout: float = 60) -> None:
+        """Every worker process consumes the ingest queue."""
+
+        def consuming() -> bool:
+            if self.workers.poll() is not None:
+                raise AssertionError(f"workers exited with {self.workers.returncode}; see {self.workers_log}")
+            return queue_state(self.rabbitmq_url, "ingest")[1] >= self.processes
+
+        wait_for(consuming, timeout=timeout, interval=0.2, what="workers to consume the ingest queue")
+
+    def start_api(self, *, wait_ready: bool = True) -> None:
+        self.api = self._spawn("entrypoint_api.sh", self.api_log)
+
+        def answering() -> bool:
+            if self.api.poll() is not None:
+                raise AssertionError(f"API exited with {self.api.returncode}; see {self.api_log}")
+            status = httpx.get(f"{self.base_url}/ready" if wait_ready else f"{self.base_url}/health", timeout=5)
+            return status.status_code == 200
+
+        wait_for(answering, timeout=60, interval=0.1, what="the API to answer")
+
+    def start(self) -> "Stack":
+        self.start_workers()
+        self.start_api()
+        return self
+
+    @staticmethod
+    def _signal(process: subprocess.Popen | None, sig: int) -> None:
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop_workers(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
+        self._signal(self.workers, sig)
+        if self.workers is None:
+            return None
+        try:
+            return self.workers.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._signal(self.workers, signal.SIGKILL)
+            return self.workers.wait(10)
+
+    def stop(self) -> None:
+        self._signal(self.api, signal.SIGTERM)
+        self.stop_workers()
+        if self.api is not None:
+            try:
+                self.api.wait(30)
+            except subprocess.TimeoutExpired:
+                self._signal(self.api, signal.SIGKILL)

@@ -1,0 +1,181 @@
+"""The sink: concurrent appends never interleave, a message is written once, crashes recover."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from pipeline.csv_sink import CsvSink, DurableCsvFile, ForeignCsvError, PendingAppend, merge_shards
+from pipeline.rows import HEADER_BYTES, encode_rows, read_csv
+
+
+def body(rng: random.Random, preds: int | None = None) -> dict:
+    return {
+        "device_id": f"dev-{rng.randrange(100)}",
+        "client_id": "c,\"q\"\n",
+        "created_at": "2023-02-13T10:49:06.613585",
+        "data": {
+            "license_id": "lic",
+            "preds": [
+                {"image_frame": "QUJD" * rng.randrange(1, 2000), "prob": rng.random(), "tags": ["x", "y,z"]}
+                for _ in range(preds or rng.randint(1, 10))
+            ],
+        },
+    }
+
+
+def append(sink: CsvSink, message_id: str, payload: dict) -> bool:
+    return sink.append(message_id, encode_rows(message_id, payload)[0])
+
+
+def assert_exactly(path: Path, expected: dict[str, int]) -> None:
+    """The file holds each expected message's rows once, whole and in order."""
+    rows = read_csv(path)
+    seen: dict[str, list[int]] = {}
+    for row in rows:
+        seen.setdefault(row["message_id"], []).append(row["pred_index"])
+    assert seen.keys() == expected.keys()
+    for message_id, count in expected.items():
+        assert seen[message_id] == list(range(count)), message_id
+
+
+def _append_from_process(path: str, worker: int, messages: int, threads: int) -> None:
+    sink = CsvSink(path)
+    rng = random.Random(worker)
+
+    def run(thread: int) -> None:
+        for number in range(messages):
+            payload = body(random.Random(worker * 1_000_000 + thread * 1000 + number), preds=(number % 10) + 1)
+            append(sink, f"m-{worker}-{thread}-{number}", payload)
+
+    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    del rng
+
+
+def test_many_processes_and_threads_append_without_interleaving_or_loss(tmp_path):
+    path = tmp_path / "out" / "data.csv"
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_append_from_process, args=(str(path), w, 40, 6)) for w in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+        assert process.exitcode == 0
+    expected = {f"m-{w}-{t}-{n}": (n % 10) + 1 for w in range(3) for t in range(6) for n in range(40)}
+    assert_exactly(path, expected)
+
+
+def test_a_message_appended_twice_is_written_once(tmp_path):
+    sink = CsvSink(tmp_path / "data.csv")
+    payload = body(random.Random(1), preds=3)
+    assert append(sink, "m-1", payload) is True
+    assert append(sink, "m-1", payload) is False
+    assert_exactly(tmp_path / "data.csv", {"m-1": 3})
+
+
+def test_duplicates_inside_one_batch_are_written_once(tmp_path):
+    file = DurableCsvFile(tmp_path / "data.csv")
+    data = encode_rows("m-1", body(random.Random(1), preds=2))[0]
+    batch = [PendingAppend("m-1", data), PendingAppend("m-1", data)]
+    file.commit(batch)
+    assert [pending.written for pending in batch] == [True, False]
+    assert_exactly(tmp_path / "data.csv", {"m-1": 2})
+
+
+def test_a_redelivery_after_a_restart_is_not_written_again(tmp_path):
+    payload = body(random.Random(2), preds=4)
+    first = CsvSink(tmp_path / "data.csv")
+    assert append(first, "m-1", payload)
+    restarted = CsvSink(tmp_path / "data.csv")  # a new process would build a new sink
+    assert append(restarted, "m-1", payload) is False
+    assert_exactly(tmp_path / "data.csv", {"m-1": 4})
+
+
+def test_rows_flushed_before_the_ledger_was_updated_count_as_committed(tmp_path):
+    """A worker killed between the CSV flush and the ledger insert."""
+    path = tmp_path / "data.csv"
+    sink = CsvSink(path)
+    append(sink, "m-1", body(random.Random(3), preds=2))
+    orphan = encode_rows("m-2", body(random.Random(4), preds=3))[0]
+    with open(path, "ab") as handle:
+        handle.write(orphan)
+    assert append(CsvSink(path), "m-2", body(random.Random(4), preds=3)) is False
+    assert append(CsvSink(path), "m-3", body(random.Random(5), preds=1)) is True
+    assert_exactly(path, {"m-1": 2, "m-2": 3, "m-3": 1})
+
+
+@pytest.mark.parametrize("cut", [1, 10, -1])
+def test_a_torn_write_is_truncated_and_the_message_written_whole_on_redelivery(tmp_path, cut):
+    """A writer that died mid-write leaves part of a message; it was never acked."""
+    path = tmp_path / "data.csv"
+    append(CsvSink(path), "m-1", body(random.Random(6), preds=2))
+    payload = body(random.Random(7), preds=5)
+    torn = encode_rows("m-2", payload)[0]
+    with open(path, "ab") as handle:
+        handle.write(torn[: cut if cut > 0 else len(torn) + cut])
+    assert append(CsvSink(path), "m-2", payload) is True
+    assert_exactly(path, {"m-1": 2, "m-2": 5})
+
+
+def test_a_lost_ledger_is_rebuilt_from_the_csv(tmp_path):
+    path = tmp_path / "data.csv"
+    append(CsvSink(path), "m-1", body(random.Random(8), preds=2))
+    for suffix in (".ledger", ".ledger-wal", ".ledger-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    assert append(CsvSink(path), "m-1", body(random.Random(8), preds=2)) is False
+    assert_exactly(path, {"m-1": 2})
+
+
+def test_a_csv_replaced_by_an_operator_resets_the_ledger(tmp_path):
+    path = tmp_path / "data.csv"
+    append(CsvSink(path), "m-1", body(random.Random(9), preds=2))
+    path.write_bytes(b"")
+    assert append(CsvSink(path), "m-2", body(random.Random(10), preds=1)) is True
+    assert_exactly(path, {"m-2": 1})
+
+
+def test_the_ledger_holds_every_committed_message_with_its_end_offset(tmp_path):
+    path = tmp_path / "data.csv"
+    sink = CsvSink(path)
+    for number in range(5):
+        append(sink, f"m-{number}", body(random.Random(number), preds=2))
+    with sqlite3.connect(f"{path}.ledger") as db:
+        entries = dict(db.execute("SELECT message_id, end_offset FROM commits"))
+    assert set(entries) == {f"m-{n}" for n in range(5)}
+    assert max(entries.values()) == os.path.getsize(path)
+
+
+def test_a_file_with_another_header_is_refused_with_advice(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("something,else\r\n")
+    with pytest.raises(ForeignCsvError, match="CSV_PATH"):
+        append(CsvSink(path), "m-1", body(random.Random(11), preds=1))
+
+
+def test_header_is_written_once(tmp_path):
+    path = tmp_path / "data.csv"
+    sink = CsvSink(path)
+    for number in range(3):
+        append(sink, f"m-{number}", body(random.Random(number), preds=1))
+    assert path.read_bytes().count(HEADER_BYTES) == 1
+
+
+def test_merging_shards_keeps_each_row_once(tmp_path):
+    one, two = tmp_path / "host-a.csv", tmp_path / "host-b.csv"
+    shared = body(random.Random(12), preds=3)
+    append(CsvSink(one), "m-1", shared)
+    append(CsvSink(one), "m-2", body(random.Random(13), preds=1))
+    append(CsvSink(two), "m-1", shared)  # redelivered to another host
+    append(CsvSink(two), "m-3", body(random.Random(14), preds=2))
+    assert merge_shards([one, two], tmp_path / "merged.csv") == 6
+    assert_exactly(tmp_path / "merged.csv", {"m-1": 3, "m-2": 1, "m-3": 2})

@@ -1,0 +1,127 @@
+"""The payload contract: the seed example passes, every kind of bad field is named."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.schemas import SEED_EXAMPLE, IngestPayload
+from config import get_settings
+
+
+@pytest.fixture()
+def client(monkeypatch):
+    """The app with publishing replaced, so a test sees what would be enqueued."""
+    from app.main import create_app
+    from app.routers import ingest
+
+    sent = []
+    monkeypatch.setattr(ingest, "publish", lambda actor, payload: sent.append(payload) or "id-1")
+    test_client = TestClient(create_app())
+    test_client.sent = sent
+    return test_client
+
+
+def with_change(path: str, value):
+    body = copy.deepcopy(SEED_EXAMPLE)
+    *parents, last = path.split(".")
+    node = body
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is _DELETE:
+        del node[int(last) if last.isdigit() else last]
+    else:
+        node[int(last) if last.isdigit() else last] = value
+    return body
+
+
+_DELETE = object()
+
+
+def test_seed_example_is_accepted_and_enqueued(client):
+    response = client.post("/api", json=SEED_EXAMPLE)
+    assert response.status_code == 202
+    assert response.json() == {"status": "received", "message_id": "id-1"}
+    assert client.sent[0]["data"]["preds"][0]["image_frame"] == "aGVsbG8gd29ybGQ="
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    ["2023-02-13 10:49:06.613585", "2023-02-13T10:49:06", "2023-02-13T10:49:06Z", "2023-02-13T10:49:06.5+02:00"],
+)
+def test_created_at_accepts_the_seed_format_and_iso_8601(created_at):
+    IngestPayload.model_validate(with_change("created_at", created_at))
+
+
+BAD_FIELDS = [
+    ("device_id", _DELETE, "device_id"),
+    ("device_id", 17, "device_id"),
+    ("device_id", "", "device_id"),
+    ("device_id", "x" * (get_settings().max_id_length + 1), "device_id"),
+    ("client_id", None, "client_id"),
+    ("created_at", "yesterday", "created_at"),
+    ("data.license_id", _DELETE, "data.license_id"),
+    ("data.preds", [], "data.preds"),
+    ("data.preds", [SEED_EXAMPLE["data"]["preds"][0]] * (get_settings().max_preds + 1), "data.preds"),
+    ("data.preds.0.prob", 1.5, "data.preds.0.prob"),
+    ("data.preds.0.prob", -0.1, "data.preds.0.prob"),
+    ("data.preds.0.prob", "0.5", "data.preds.0.prob"),
+    ("data.preds.0.image_frame", "not base64!", "data.preds.0.image_frame"),
+    ("data.preds.0.image_frame", "aGVsbG8", "data.preds.0.image_frame"),
+    ("data.preds.0.tags", "person", "data.preds.0.tags"),
+    ("data.preds.0.tags", [1], "data.preds.0.tags.0"),
+    ("data.preds.0.unexpected", 1, "data.preds.0.unexpected"),
+    ("extra", 1, "extra"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "field"), BAD_FIELDS, ids=[f"{p}={str(v)[:20]}" for p, v, _ in BAD_FIELDS])
+def test_bad_field_gets_422_naming_it_and_nothing_is_enqueued(client, path, value, field):
+    response = client.post("/api", json=with_change(path, value))
+    assert response.status_code == 422
+    assert field in [error["field"] for error in response.json()["detail"]]
+    assert client.sent == []
+
+
+def test_lone_surrogate_is_refused_because_it_cannot_be_written(client):
+    body = b'{"device_id": "\\ud800", "client_id": "c", "created_at": "2023-02-13T10:49:06", "data": {"license_id": "l", "preds": [{"image_frame": "aGk=", "prob": 0.1, "tags": []}]}}'
+    response = client.post("/api", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "device_id"
+    assert client.sent == []
+
+
+def test_malformed_json_gets_422_naming_the_body(client):
+    response = client.post("/api", content=b'{"device_id": ', headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "body"
+    assert client.sent == []
+
+
+def test_body_over_the_limit_gets_413_before_it_is_read(client):
+    size = get_settings().max_body_bytes + 1
+    response = client.post("/api", content=b"{" + b" " * size, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "MAX_BODY_BYTES" in response.json()["detail"]
+    assert client.sent == []
+
+
+def test_chunked_body_over_the_limit_gets_413(client):
+    limit = get_settings().max_body_bytes
+
+    def chunks():
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    response = client.post("/api", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert client.sent == []
+
+
+def test_countdown_rejects_negative_and_too_long_seconds(client):
+    assert client.post("/tasks", json={"seconds": -1}).status_code == 422
+    too_long = client.post("/tasks", json={"seconds": get_settings().max_countdown_seconds + 1})
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"][0]["field"] == "seconds"
