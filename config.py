@@ -26,7 +26,7 @@ class Settings(BaseSettings):
         description="AMQP URL of RabbitMQ, including the vhost.",
     )
     publish_timeout_seconds: float = Field(
-        5.0, gt=0, description="Longest an API request waits for RabbitMQ to confirm a publish."
+        5.0, gt=0, description="Socket, handshake and blocked-connection timeout of each AMQP connection."
     )
 
     # Sink.

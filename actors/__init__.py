@@ -7,6 +7,7 @@ and registers every actor. The API imports it too, to `.send()`.
 from __future__ import annotations
 
 import os
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from config import Settings, get_settings
 from logs import configure_logging
@@ -37,6 +38,20 @@ INGEST_QUEUE = "ingest"
 TASKS_QUEUE = "tasks"
 
 
+def url_with_timeouts(url: str, seconds: float) -> str:
+    """Add pika timeouts to an AMQP URL, keeping any the operator set.
+
+    Without them a publish to a broker that accepts TCP but never answers (or
+    blocks publishers on a memory alarm) would hold an API thread forever.
+    """
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    for name in ("socket_timeout", "stack_timeout", "blocked_connection_timeout"):
+        query.setdefault(name, str(seconds))
+    query.setdefault("connection_attempts", "1")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def build_broker(settings: Settings) -> RabbitmqBroker:
     """RabbitMQ broker with publisher confirms and our middleware.
 
@@ -58,7 +73,8 @@ def build_broker(settings: Settings) -> RabbitmqBroker:
         CurrentMessage(),
     ]
     # confirm_delivery: send() returns only once RabbitMQ has the message on disk.
-    return RabbitmqBroker(url=settings.rabbitmq_url, confirm_delivery=True, middleware=middleware)
+    url = url_with_timeouts(settings.rabbitmq_url, settings.publish_timeout_seconds)
+    return RabbitmqBroker(url=url, confirm_delivery=True, middleware=middleware)
 
 
 broker = build_broker(settings)

@@ -125,3 +125,17 @@ def test_countdown_rejects_negative_and_too_long_seconds(client):
     too_long = client.post("/tasks", json={"seconds": get_settings().max_countdown_seconds + 1})
     assert too_long.status_code == 422
     assert too_long.json()["detail"][0]["field"] == "seconds"
+
+
+def test_broker_url_gets_timeouts_but_keeps_the_vhost_and_the_operators_own():
+    from urllib.parse import parse_qs, urlsplit
+
+    from actors import url_with_timeouts
+
+    url = url_with_timeouts("amqp://u:p@host:5672/my-vhost?socket_timeout=9", 2.5)
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    assert parts.path == "/my-vhost"
+    assert query["socket_timeout"] == ["9"]
+    assert query["blocked_connection_timeout"] == ["2.5"]
+    assert query["connection_attempts"] == ["1"]
