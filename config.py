@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # Workers.
     worker_processes: int = Field(2, ge=1, description="Processes of the dramatiq CLI.")
     worker_threads: int = Field(8, ge=1, description="Worker threads per process.")
+    worker_extra_modules: str = Field(
+        "", description="Extra modules the workers import (space-separated), e.g. your own middleware."
+    )
     prometheus_host: str = Field("127.0.0.1", description="Address of the workers' metrics server.")
     prometheus_port: int = Field(9191, ge=1, le=65535, description="Port of the workers' metrics server.")
     prometheus_db: Path = Field(

@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-./entrypoint_dramatiq.sh & workers=$!
-./entrypoint_api.sh & api=$!
+# Own sessions, so a terminal's Ctrl+C reaches only this script, which passes
+# exactly one TERM on: a second signal makes Dramatiq and uvicorn quit hard.
+setsid ./entrypoint_dramatiq.sh & workers=$!
+setsid ./entrypoint_api.sh & api=$!
 
 stop() { kill -TERM "$api" "$workers" 2>/dev/null || true; }
 trap stop INT TERM

@@ -1,13 +1,41 @@
 #!/usr/bin/env bash
-# The workers: the dramatiq CLI on the actors package.
-# SIGTERM lets every thread finish its current message before the process exits.
+# The workers: the dramatiq CLI on the actors package, kept running.
+#
+# The CLI stops all its worker processes and exits when any one of them dies
+# (an OOM kill, a segfault). Unacked messages are redelivered by RabbitMQ and
+# the sink writes each at most once, so the safe reaction is to start again:
+# this script does that, unless it was asked to stop (SIGTERM/SIGINT), which it
+# passes on so every thread finishes its current message first.
+# Set WORKER_RESTART=no to exit with the CLI instead (e.g. under a supervisor).
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 eval "$("$PYTHON" -m config --shell)"
-# Dramatiq's Prometheus middleware keeps multiprocess files here; stale ones from
-# an earlier run would be summed into the new run's metrics.
-rm -rf "$PROMETHEUS_DB" && mkdir -p "$PROMETHEUS_DB"
 export dramatiq_prom_host="$PROMETHEUS_HOST" dramatiq_prom_port="$PROMETHEUS_PORT" dramatiq_prom_db="$PROMETHEUS_DB"
-exec "$PYTHON" -m dramatiq actors --processes "$WORKER_PROCESSES" --threads "$WORKER_THREADS" \
-  --worker-shutdown-timeout 30000
+
+stopping=""
+child=""
+forward() { stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null || true; }
+trap forward TERM INT
+
+while :; do
+  # Stale multiprocess files from an earlier run would be summed into this run's metrics.
+  rm -rf "$PROMETHEUS_DB" && mkdir -p "$PROMETHEUS_DB"
+  # setsid: a terminal's Ctrl+C must not reach the CLI besides our forwarded TERM;
+  # Dramatiq treats a second signal as "kill now" and would drop in-flight work.
+  # shellcheck disable=SC2086  # WORKER_EXTRA_MODULES is a space-separated list
+  setsid "$PYTHON" -m dramatiq actors $WORKER_EXTRA_MODULES --processes "$WORKER_PROCESSES" \
+    --threads "$WORKER_THREADS" --worker-shutdown-timeout 30000 &
+  child=$!
+  # A trapped signal interrupts `wait` (status 128+n); wait again for the CLI's own exit status.
+  while :; do
+    status=0
+    wait "$child" || status=$?
+    kill -0 "$child" 2>/dev/null || break
+  done
+  if [ -n "$stopping" ] || [ "${WORKER_RESTART:-yes}" = "no" ]; then
+    exit "$status"
+  fi
+  echo "entrypoint_dramatiq: dramatiq exited with status $status; restarting in 1 s" >&2
+  sleep 1
+done

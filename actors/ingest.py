@@ -16,14 +16,12 @@ sink = CsvSink(settings.csv_path)
 
 
 @dramatiq.actor(queue_name=INGEST_QUEUE)
-def write_detection_rows(payload: dict[str, Any]) -> int:
-    """Append one row per pred; return the rows written (0 for a redelivery).
+def write_detection_rows(payload: dict[str, Any]) -> None:
+    """Append one row per pred.
 
     Returning is what makes Dramatiq ack, so the rows are on disk first.
     """
     message_id = CurrentMessage.get_current_message().message_id
-    data, count = encode_rows(message_id, payload)
-    if sink.append(message_id, data):
-        return count
-    logger.info("message {} was already committed; redelivery acknowledged without writing", message_id)
-    return 0
+    data, _ = encode_rows(message_id, payload)
+    if not sink.append(message_id, data):
+        logger.info("message {} was already committed; redelivery acknowledged without writing", message_id)

@@ -12,7 +12,7 @@ from actors import TASKS_QUEUE, settings
 
 
 @dramatiq.actor(queue_name=TASKS_QUEUE, time_limit=(settings.max_countdown_seconds + 60) * 1000)
-def countdown(seconds: int) -> int:
+def countdown(seconds: int) -> None:
     """Log one line per second, then a last line; the demo task of the pattern."""
     message_id = CurrentMessage.get_current_message().message_id
     deadline = time.monotonic() + seconds
@@ -20,4 +20,3 @@ def countdown(seconds: int) -> int:
         logger.info("countdown {}: {} s left", message_id, left)
         time.sleep(max(0.0, deadline - left + 1 - time.monotonic()))
     logger.info("countdown {}: done", message_id)
-    return seconds

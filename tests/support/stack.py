@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.processes import descendants
 from tests.support.rabbit import queue_state
 from tests.support.waiting import wait_for
 
@@ -66,7 +67,7 @@ class Stack:
             env=self.env,
             stdout=open(log, "ab"),
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so stop() reaches the children
+            start_new_session=True,  # away from pytest's terminal signals
         )
 
     def start_workers(self, *, wait: bool = True) -> None:
@@ -101,28 +102,25 @@ class Stack:
         return self
 
     @staticmethod
-    def _signal(process: subprocess.Popen | None, sig: int) -> None:
-        if process is not None and process.poll() is None:
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                pass
+    def _stop(process: subprocess.Popen | None, sig: int, timeout: float) -> int | None:
+        """Signal the entrypoint only, as `docker stop` does; kill the whole tree if it hangs."""
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(sig)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            for pid in [process.pid, *descendants(process.pid)]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            return process.wait(10)
 
     def stop_workers(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
-        self._signal(self.workers, sig)
-        if self.workers is None:
-            return None
-        try:
-            return self.workers.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._signal(self.workers, signal.SIGKILL)
-            return self.workers.wait(10)
+        return self._stop(self.workers, sig, timeout)
 
     def stop(self) -> None:
-        self._signal(self.api, signal.SIGTERM)
+        self._stop(self.api, signal.SIGTERM, 30)
         self.stop_workers()
-        if self.api is not None:
-            try:
-                self.api.wait(30)
-            except subprocess.TimeoutExpired:
-                self._signal(self.api, signal.SIGKILL)
