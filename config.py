@@ -26,7 +26,10 @@ class Settings(BaseSettings):
         description="AMQP URL of RabbitMQ, including the vhost.",
     )
     publish_timeout_seconds: float = Field(
-        5.0, gt=0, description="Socket, handshake and blocked-connection timeout of each AMQP connection."
+        1.0,
+        gt=0,
+        description="Longest wait for RabbitMQ to confirm a publish (then 503); also the AMQP socket, "
+        "handshake and blocked-connection timeout.",
     )
 
     # Sink.

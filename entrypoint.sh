@@ -9,7 +9,12 @@ cd "$(dirname "$0")"
 setsid ./entrypoint_dramatiq.sh & workers=$!
 setsid ./entrypoint_api.sh & api=$!
 
-stop() { kill -TERM "$api" "$workers" 2>/dev/null || true; }
+stopped=""
+stop() {  # once: a second TERM would make the workers quit hard
+  [ -n "$stopped" ] && return
+  stopped=1
+  kill -TERM "$api" "$workers" 2>/dev/null || true
+}
 trap stop INT TERM
 status=0
 wait -n "$api" "$workers" || status=$?

@@ -15,7 +15,12 @@ export dramatiq_prom_host="$PROMETHEUS_HOST" dramatiq_prom_port="$PROMETHEUS_POR
 
 stopping=""
 child=""
-forward() { stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null || true; }
+# Pass on the first signal only: Dramatiq reads a second one as "kill now".
+forward() {
+  [ -n "$stopping" ] && return
+  stopping=1
+  [ -n "$child" ] && kill -TERM "$child" 2>/dev/null || true
+}
 trap forward TERM INT
 
 while :; do

@@ -21,7 +21,6 @@ os.environ["dramatiq_prom_port"] = str(settings.prometheus_port)
 os.environ["dramatiq_prom_db"] = str(settings.prometheus_db)
 
 import dramatiq  # noqa: E402
-from dramatiq.brokers.rabbitmq import RabbitmqBroker  # noqa: E402
 from dramatiq.middleware import (  # noqa: E402
     AgeLimit,
     Callbacks,
@@ -32,6 +31,8 @@ from dramatiq.middleware import (  # noqa: E402
     TimeLimit,
 )
 from dramatiq.middleware.prometheus import Prometheus  # noqa: E402
+
+from actors.publisher import ConfirmedRabbitmqBroker  # noqa: E402
 
 #: Detections get their own queue so long background tasks never delay rows.
 INGEST_QUEUE = "ingest"
@@ -52,8 +53,8 @@ def url_with_timeouts(url: str, seconds: float) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def build_broker(settings: Settings) -> RabbitmqBroker:
-    """RabbitMQ broker with publisher confirms and our middleware.
+def build_broker(settings: Settings) -> ConfirmedRabbitmqBroker:
+    """RabbitMQ broker with pipelined publisher confirms and our middleware.
 
     Dramatiq 2.x no longer adds Prometheus by default, and CurrentMessage
     (the actors need their message id) is opt-in: both are added here.
@@ -72,9 +73,9 @@ def build_broker(settings: Settings) -> RabbitmqBroker:
         ),
         CurrentMessage(),
     ]
-    # confirm_delivery: send() returns only once RabbitMQ has the message on disk.
+    # send() returns only once RabbitMQ has confirmed the persistent message.
     url = url_with_timeouts(settings.rabbitmq_url, settings.publish_timeout_seconds)
-    return RabbitmqBroker(url=url, confirm_delivery=True, middleware=middleware)
+    return ConfirmedRabbitmqBroker(url=url, middleware=middleware, publish_timeout=settings.publish_timeout_seconds)
 
 
 broker = build_broker(settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from app.errors import install_error_handlers
@@ -11,10 +13,21 @@ from config import Settings, get_settings
 from logs import configure_logging
 
 
+@asynccontextmanager
+async def _connect_publisher(app: FastAPI):
+    """Connect to RabbitMQ at start-up, so the first request need not, and /ready is honest."""
+    from actors import broker
+
+    broker.publisher  # noqa: B018  (starts the publisher thread)
+    yield
+    broker.publisher.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     app = FastAPI(
+        lifespan=_connect_publisher,
         title="Detections ingest",
         summary="POST detections; Dramatiq workers on RabbitMQ append one CSV row per pred, exactly once.",
         version="0.1.0",

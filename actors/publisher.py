@@ -1,0 +1,304 @@
+"""One confirmed, pipelined AMQP publisher per process, behind Dramatiq's `enqueue`.
+
+Why not Dramatiq's own `RabbitmqBroker.enqueue`: with `confirm_delivery` it
+gives every thread its own blocking pika connection and waits for one confirm
+per publish, and on a connection error it retries up to six times. Under load
+that burns CPU in pika's polling, and when RabbitMQ is down or hung a request
+thread can wait far longer than a client should.
+
+Here one thread owns one `SelectConnection`. Callers hand it messages and wait
+on a future: many publishes are in flight at once and RabbitMQ acknowledges
+them together (`multiple=True`). When the connection is down a publish fails at
+once, without a network round trip; when RabbitMQ does not confirm in time it
+fails after `timeout`. The thread reconnects on its own, so the API recovers
+without a restart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Optional
+
+import pika
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
+from dramatiq.common import current_millis, dq_name, q_name, xq_name
+from dramatiq.errors import ConnectionClosed, ConnectionFailed
+from dramatiq.message import Message
+from loguru import logger
+from pika.adapters.select_connection import IOLoop
+
+#: Pause between reconnection attempts; short, because clients are waiting.
+RECONNECT_DELAY_SECONDS = 0.5
+
+
+class PublishTimeout(ConnectionFailed):
+    """RabbitMQ did not confirm the message in time; it may still arrive."""
+
+
+class MessageNotRouted(ConnectionFailed):
+    """RabbitMQ returned the message: its queue does not exist (any more)."""
+
+
+class ConfirmedPublisher:
+    """Publishes from any thread over one connection, with pipelined confirms.
+
+    All pika calls run on the publisher's own I/O loop thread; other threads
+    only append to an outbox and wake the loop (pika is not thread-safe).
+    """
+
+    def __init__(self, parameters: list[pika.ConnectionParameters]):
+        self._parameters = itertools.cycle(parameters)  # a cluster: try the next node on reconnect
+        self._ioloop = IOLoop()
+        self._connection: Optional[pika.SelectConnection] = None
+        self._channel = None
+        self._ready = threading.Event()
+        self.last_error: str = "not connected yet"
+        # Loop-thread state: delivery tag -> (future, message id); futures of declares.
+        self._unconfirmed: dict[int, tuple[Future, str]] = {}
+        self._declares: list[Future] = []
+        self._returned: set[str] = set()
+        self._tags = itertools.count(1)
+        self._outbox: deque = deque()
+        self._outbox_lock = threading.Lock()
+        self._drain_scheduled = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="amqp-publisher", daemon=True)
+        self._thread.start()
+
+    # -- any thread ---------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def publish(self, routing_key: str, body: bytes, properties: pika.BasicProperties) -> Future:
+        """Queue one persistent message; the future resolves when RabbitMQ confirms it."""
+        if not self._ready.is_set():
+            raise ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}")
+        future: Future = Future()
+        self._submit(("publish", routing_key, body, properties, future))
+        return future
+
+    def declare(self, queue: str, arguments: dict[str, Any]) -> Future:
+        if not self._ready.is_set():
+            raise ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}")
+        future: Future = Future()
+        self._submit(("declare", queue, arguments, future))
+        return future
+
+    def close(self) -> None:
+        self._closing = True
+        self._ioloop.add_callback_threadsafe(self._shutdown)
+
+    def _submit(self, item: tuple) -> None:
+        with self._outbox_lock:
+            self._outbox.append(item)
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        self._ioloop.add_callback_threadsafe(self._drain)
+
+    # -- the I/O loop thread --------------------------------------------------
+
+    def _run(self) -> None:
+        self._ioloop.add_callback_threadsafe(self._connect)
+        self._ioloop.start()
+
+    def _connect(self) -> None:
+        if self._closing:
+            return
+        try:
+            self._connect_once()
+        except Exception as error:  # e.g. an unresolvable host: retry like any lost connection
+            self._on_connection_lost(None, error)
+
+    def _connect_once(self) -> None:
+        self._connection = pika.SelectConnection(
+            next(self._parameters),
+            on_open_callback=lambda connection: connection.channel(on_open_callback=self._on_channel_open),
+            on_open_error_callback=self._on_connection_lost,
+            on_close_callback=self._on_connection_lost,
+            custom_ioloop=self._ioloop,
+        )
+
+    def _on_channel_open(self, channel) -> None:
+        self._channel = channel
+        self._tags = itertools.count(1)
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_returned)
+        channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
+
+    def _on_confirm_mode(self, _frame) -> None:
+        if self.last_error != "not connected yet":
+            logger.info("RabbitMQ publisher connected again")
+        self.last_error = ""
+        self._ready.set()
+
+    def _on_connection_lost(self, _connection, reason: BaseException) -> None:
+        self._fail_in_flight(reason)
+        if not self._closing:
+            self._ioloop.call_later(RECONNECT_DELAY_SECONDS, self._connect)
+        else:
+            self._ioloop.stop()
+
+    def _on_channel_closed(self, _channel, reason: BaseException) -> None:
+        self._fail_in_flight(reason)
+        # A channel error (e.g. a refused declare) leaves the connection open: reopen a channel.
+        if self._connection is not None and self._connection.is_open and not self._closing:
+            self._connection.channel(on_open_callback=self._on_channel_open)
+
+    def _fail_in_flight(self, reason: BaseException) -> None:
+        was_ready = self._ready.is_set()
+        self._ready.clear()
+        self._channel = None
+        self.last_error = repr(reason)
+        if was_ready:
+            logger.warning("RabbitMQ publisher lost its connection: {}", self.last_error)
+        error = ConnectionClosed(f"RabbitMQ connection lost before confirming: {self.last_error}")
+        unconfirmed, self._unconfirmed = self._unconfirmed, {}
+        declares, self._declares = self._declares, []
+        for future in itertools.chain((f for f, _ in unconfirmed.values()), declares):
+            if not future.done():
+                future.set_exception(error)
+        self._returned.clear()
+
+    def _drain(self) -> None:
+        with self._outbox_lock:
+            items = list(self._outbox)
+            self._outbox.clear()
+            self._drain_scheduled = False
+        for item in items:
+            future = item[-1]
+            if self._channel is None or not self._channel.is_open:
+                future.set_exception(ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}"))
+                continue
+            try:
+                if item[0] == "publish":
+                    _, routing_key, body, properties, _ = item
+                    self._unconfirmed[next(self._tags)] = (future, properties.message_id)
+                    self._channel.basic_publish("", routing_key, body, properties, mandatory=True)
+                else:
+                    _, queue, arguments, _ = item
+                    self._declares.append(future)
+                    self._channel.queue_declare(
+                        queue, durable=True, arguments=arguments, callback=lambda _f, f=future: self._declared(f)
+                    )
+            except Exception as error:  # the channel broke under us; the close callback fails the rest
+                if not future.done():
+                    future.set_exception(ConnectionClosed(repr(error)))
+
+    def _declared(self, future: Future) -> None:
+        if future in self._declares:
+            self._declares.remove(future)
+        future.set_result(None)
+
+    def _on_returned(self, _channel, _method, properties, _body) -> None:
+        # A return always precedes the confirm of the same message.
+        self._returned.add(properties.message_id)
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        acked = isinstance(method, pika.spec.Basic.Ack)
+        if method.multiple:
+            tags = [tag for tag in self._unconfirmed if tag <= method.delivery_tag]
+        else:
+            tags = [method.delivery_tag]
+        for tag in tags:
+            entry = self._unconfirmed.pop(tag, None)
+            if entry is None:
+                continue
+            future, message_id = entry
+            if message_id in self._returned:
+                self._returned.discard(message_id)
+                future.set_exception(MessageNotRouted(f"message {message_id} was returned: no such queue"))
+            elif acked:
+                future.set_result(None)
+            else:
+                future.set_exception(ConnectionFailed(f"RabbitMQ refused message {message_id} (basic.nack)"))
+
+    def _shutdown(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+        else:
+            self._ioloop.stop()
+
+
+class ConfirmedRabbitmqBroker(RabbitmqBroker):
+    """`RabbitmqBroker` whose `enqueue` goes through a `ConfirmedPublisher`.
+
+    Consumers are Dramatiq's own; only publishing and queue declaration change.
+    `actor.send()` keeps its meaning: it returns once RabbitMQ has the message.
+    """
+
+    def __init__(self, *, url: str, middleware: list, publish_timeout: float):
+        super().__init__(url=url, confirm_delivery=True, middleware=middleware)
+        self.publish_timeout = publish_timeout
+        self._publisher: Optional[ConfirmedPublisher] = None
+        self._publisher_pid: Optional[int] = None
+        self._publisher_lock = threading.Lock()
+
+    @property
+    def publisher(self) -> ConfirmedPublisher:
+        """This process's publisher; a forked worker process starts its own."""
+        if self._publisher_pid != os.getpid():
+            with self._publisher_lock:
+                if self._publisher_pid != os.getpid():
+                    parameters = self.parameters if isinstance(self.parameters, list) else [self.parameters]
+                    self._publisher = ConfirmedPublisher(parameters)
+                    self._publisher_pid = os.getpid()
+        return self._publisher
+
+    def _await(self, future: Future, what: str) -> None:
+        try:
+            future.result(timeout=self.publish_timeout)
+        except FutureTimeout:
+            raise PublishTimeout(f"RabbitMQ did not confirm {what} within {self.publish_timeout} s") from None
+
+    def _ensure_queue(self, canonical_queue_name: str) -> None:
+        if canonical_queue_name not in self.queues_pending:
+            return
+        # A broker starting up may not be connected yet; give it one publish timeout.
+        self.publisher.wait_ready(self.publish_timeout)
+        arguments = self._build_queue_arguments(canonical_queue_name)
+        for name, args in (
+            (canonical_queue_name, arguments),
+            (dq_name(canonical_queue_name), arguments),
+            (xq_name(canonical_queue_name), {"x-message-ttl": DEAD_MESSAGE_TTL}),
+        ):
+            self._await(self.publisher.declare(name, args), f"the declaration of queue {name}")
+        self.queues_pending.discard(canonical_queue_name)
+
+    def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
+        canonical_queue_name = message.queue_name
+        queue_name = canonical_queue_name
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+
+        self.declare_queue(canonical_queue_name, ensure=True)
+        self.emit_before("enqueue", message, delay)
+        properties = pika.BasicProperties(
+            delivery_mode=2,
+            priority=message.options.get("broker_priority"),
+            message_id=message.message_id,
+        )
+        try:
+            self._await(self.publisher.publish(queue_name, message.encode(), properties), "the message")
+        except MessageNotRouted:
+            self.queues_pending.add(q_name(queue_name))  # redeclare on the next send
+            raise
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def close(self) -> None:
+        if self._publisher is not None and self._publisher_pid == os.getpid():
+            self._publisher.close()
+        super().close()
