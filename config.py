@@ -26,10 +26,17 @@ class Settings(BaseSettings):
         description="AMQP URL of RabbitMQ, including the vhost.",
     )
     publish_timeout_seconds: float = Field(
-        1.0,
+        0.5,
         gt=0,
         description="Longest wait for RabbitMQ to confirm a publish (then 503); also the AMQP socket, "
         "handshake and blocked-connection timeout.",
+    )
+
+    # Idempotency-Key bookkeeping (Redis). Rows stay exactly-once without it; it lets a retry be
+    # answered "duplicate" without publishing, and refuses a key reused for another body.
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for Idempotency-Key records.")
+    idempotency_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=1, description="How long an Idempotency-Key is remembered."
     )
 
     # Sink.

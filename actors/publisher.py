@@ -20,7 +20,7 @@ import itertools
 import os
 import threading
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Optional
 
@@ -44,6 +44,17 @@ class MessageNotRouted(ConnectionFailed):
     """RabbitMQ returned the message: its queue does not exist (any more)."""
 
 
+def _settle(future: Future, error: BaseException | None = None) -> None:
+    """Resolve a future that a waiter may already have cancelled (its timeout)."""
+    try:
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass
+
+
 class ConfirmedPublisher:
     """Publishes from any thread over one connection, with pipelined confirms.
 
@@ -58,6 +69,7 @@ class ConfirmedPublisher:
         self._channel = None
         self._ready = threading.Event()
         self.last_error: str = "not connected yet"
+        self.ever_connected = False
         # Loop-thread state: delivery tag -> (future, message id); futures of declares.
         self._unconfirmed: dict[int, tuple[Future, str]] = {}
         self._declares: list[Future] = []
@@ -137,8 +149,9 @@ class ConfirmedPublisher:
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
 
     def _on_confirm_mode(self, _frame) -> None:
-        if self.last_error != "not connected yet":
+        if self.ever_connected:
             logger.info("RabbitMQ publisher connected again")
+        self.ever_connected = True
         self.last_error = ""
         self._ready.set()
 
@@ -166,8 +179,7 @@ class ConfirmedPublisher:
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         declares, self._declares = self._declares, []
         for future in itertools.chain((f for f, _ in unconfirmed.values()), declares):
-            if not future.done():
-                future.set_exception(error)
+            _settle(future, error)
         self._returned.clear()
 
     def _drain(self) -> None:
@@ -177,8 +189,10 @@ class ConfirmedPublisher:
             self._drain_scheduled = False
         for item in items:
             future = item[-1]
+            if future.cancelled():
+                continue  # its waiter gave up before we got to it: do not publish
             if self._channel is None or not self._channel.is_open:
-                future.set_exception(ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}"))
+                _settle(future, ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}"))
                 continue
             try:
                 if item[0] == "publish":
@@ -192,13 +206,12 @@ class ConfirmedPublisher:
                         queue, durable=True, arguments=arguments, callback=lambda _f, f=future: self._declared(f)
                     )
             except Exception as error:  # the channel broke under us; the close callback fails the rest
-                if not future.done():
-                    future.set_exception(ConnectionClosed(repr(error)))
+                _settle(future, ConnectionClosed(repr(error)))
 
     def _declared(self, future: Future) -> None:
         if future in self._declares:
             self._declares.remove(future)
-        future.set_result(None)
+        _settle(future)
 
     def _on_returned(self, _channel, _method, properties, _body) -> None:
         # A return always precedes the confirm of the same message.
@@ -218,11 +231,11 @@ class ConfirmedPublisher:
             future, message_id = entry
             if message_id in self._returned:
                 self._returned.discard(message_id)
-                future.set_exception(MessageNotRouted(f"message {message_id} was returned: no such queue"))
+                _settle(future, MessageNotRouted(f"message {message_id} was returned: no such queue"))
             elif acked:
-                future.set_result(None)
+                _settle(future)
             else:
-                future.set_exception(ConnectionFailed(f"RabbitMQ refused message {message_id} (basic.nack)"))
+                _settle(future, ConnectionFailed(f"RabbitMQ refused message {message_id} (basic.nack)"))
 
     def _shutdown(self) -> None:
         if self._connection is not None and self._connection.is_open:
@@ -260,13 +273,17 @@ class ConfirmedRabbitmqBroker(RabbitmqBroker):
         try:
             future.result(timeout=self.publish_timeout)
         except FutureTimeout:
+            future.cancel()  # not published yet? then never
             raise PublishTimeout(f"RabbitMQ did not confirm {what} within {self.publish_timeout} s") from None
 
     def _ensure_queue(self, canonical_queue_name: str) -> None:
         if canonical_queue_name not in self.queues_pending:
             return
-        # A broker starting up may not be connected yet; give it one publish timeout.
-        self.publisher.wait_ready(self.publish_timeout)
+        publisher = self.publisher
+        if not publisher.ever_connected:
+            # Just started (a worker booting, the API's first request): allow one timeout to connect.
+            # Once connected, a lost connection fails at once instead.
+            publisher.wait_ready(self.publish_timeout)
         arguments = self._build_queue_arguments(canonical_queue_name)
         for name, args in (
             (canonical_queue_name, arguments),
@@ -276,26 +293,46 @@ class ConfirmedRabbitmqBroker(RabbitmqBroker):
             self._await(self.publisher.declare(name, args), f"the declaration of queue {name}")
         self.queues_pending.discard(canonical_queue_name)
 
-    def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
-        canonical_queue_name = message.queue_name
-        queue_name = canonical_queue_name
-        if delay is not None:
-            queue_name = dq_name(queue_name)
-            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+    def queue_ready(self, queue_name: str) -> bool:
+        """True once `queue_name` is declared, so publishing it needs no round trip first."""
+        return queue_name in self.queues and queue_name not in self.queues_pending
 
-        self.declare_queue(canonical_queue_name, ensure=True)
+    def publish_message(self, message: Message, *, delay: Optional[int] = None) -> Future:
+        """Hand a message to the publisher without blocking; the future resolves on confirm.
+
+        For callers on an event loop. Its queue must be declared already
+        (`queue_ready`, or `declare_queue(name, ensure=True)` in a thread).
+        Raises `ConnectionClosed` at once when RabbitMQ is unreachable.
+        """
+        if delay is not None:
+            message = message.copy(
+                queue_name=dq_name(message.queue_name), options={"eta": current_millis() + delay}
+            )
         self.emit_before("enqueue", message, delay)
         properties = pika.BasicProperties(
             delivery_mode=2,
             priority=message.options.get("broker_priority"),
             message_id=message.message_id,
         )
-        try:
-            self._await(self.publisher.publish(queue_name, message.encode(), properties), "the message")
-        except MessageNotRouted:
-            self.queues_pending.add(q_name(queue_name))  # redeclare on the next send
-            raise
-        self.emit_after("enqueue", message, delay)
+        future = self.publisher.publish(message.queue_name, message.encode(), properties)
+
+        def confirmed(done: Future) -> None:
+            if done.cancelled():
+                return
+            error = done.exception()
+            if isinstance(error, MessageNotRouted):
+                self.queues_pending.add(q_name(message.queue_name))  # redeclare on the next send
+            elif error is None:
+                self.emit_after("enqueue", message, delay)
+
+        future.add_done_callback(confirmed)
+        return future
+
+    def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
+        """Dramatiq's blocking enqueue (actor.send, retries): publish and wait for the confirm."""
+        self.declare_queue(message.queue_name, ensure=True)
+        future = self.publish_message(message, delay=delay)
+        self._await(future, f"message {message.message_id}")
         return message
 
     def close(self) -> None:

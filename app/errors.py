@@ -10,9 +10,9 @@ from app.schemas import ErrorResponse
 
 
 def field_path(location: tuple | list) -> str:
-    """`("body", "data", "preds", 0, "prob")` -> `data.preds.0.prob`."""
+    """`("body", "data", "preds", 0, "prob")` -> `data.preds.0.prob`; `("header", "Idempotency-Key")` -> the header."""
     parts = list(location)
-    if parts and parts[0] == "body":
+    if parts and parts[0] in ("body", "header", "query", "path"):
         parts = parts[1:]
     return ".".join(str(part) for part in parts) or "body"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fastapi import Request
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,3 +47,13 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared as JSON (`application/json` or `*/*+json`)."""
+    declared = request.headers.get("content-type", "")
+    media_type = declared.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not (media_type.startswith("application/") and media_type.endswith("+json")):
+        raise HTTPException(
+            415, f"send the body as JSON with 'Content-Type: application/json' (got {declared or 'no Content-Type'!r})"
+        )

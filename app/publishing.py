@@ -1,32 +1,47 @@
-"""Publishing to RabbitMQ from request handlers, with errors a client can act on."""
+"""Publishing from request handlers, with errors a client can act on."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-import pika.exceptions
 from dramatiq import Actor
 from dramatiq.errors import BrokerError
 from fastapi import HTTPException
 from loguru import logger
+from starlette.concurrency import run_in_threadpool
 
 #: Seconds a client should wait before retrying a request refused with 503.
 RETRY_AFTER_SECONDS = 1
 
 
-def publish(actor: Actor, *args: Any) -> str:
-    """Send one message and return its id; 503 when RabbitMQ does not take it.
+def broker_unavailable(reason: str) -> HTTPException:
+    return HTTPException(
+        status_code=503,
+        detail=f"message broker unavailable ({reason}); nothing was confirmed, retry later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
-    Blocking (pika): call it from a sync route, which FastAPI runs in its
-    thread pool, never from the event loop. With publisher confirms on, a
-    return means RabbitMQ has the message.
+
+async def publish(actor: Actor, *args: Any, message_id: str | None = None) -> str:
+    """Enqueue one message for `actor`; return its id once RabbitMQ has confirmed it.
+
+    Waits on the event loop, not in a thread: handing the message to the
+    broker's publisher never blocks, so a slow or absent broker costs the API
+    no thread. `message_id` fixes the id (Idempotency-Key). Answers 503 when
+    RabbitMQ is unreachable or does not confirm within PUBLISH_TIMEOUT_SECONDS.
     """
+    broker = actor.broker
+    message = actor.message(*args)
+    if message_id is not None:
+        message = message.copy(message_id=message_id)
     try:
-        return actor.send(*args).message_id
-    except (BrokerError, pika.exceptions.AMQPError, OSError) as error:
-        logger.warning("publish to {} failed: {!r}", actor.queue_name, error)
-        raise HTTPException(
-            status_code=503,
-            detail="message broker unavailable; nothing was enqueued, retry later",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        ) from None
+        if not broker.queue_ready(message.queue_name):
+            await run_in_threadpool(broker.declare_queue, message.queue_name, ensure=True)
+        confirmed = broker.publish_message(message)
+        await asyncio.wait_for(asyncio.wrap_future(confirmed), broker.publish_timeout)
+    except (BrokerError, TimeoutError) as error:
+        reason = "no confirm in time" if isinstance(error, TimeoutError) else str(error)
+        logger.warning("publish of {} to {} refused: {}", message.message_id, message.queue_name, reason)
+        raise broker_unavailable(reason) from None
+    return message.message_id

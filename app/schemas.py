@@ -92,7 +92,9 @@ class IngestPayload(BaseModel):
 
 
 class IngestAccepted(BaseModel):
-    status: Literal["received"] = "received"
+    status: Literal["received", "duplicate"] = Field(
+        "received", description="`duplicate`: this Idempotency-Key was accepted before; nothing new was enqueued."
+    )
     message_id: str = Field(description="Dramatiq message id; the rows carry it in `message_id`.")
 
 

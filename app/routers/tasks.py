@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from actors.tasks import countdown
 from app.errors import UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
+from app.limits import require_json
 from app.publishing import publish
 from app.schemas import CountdownRequest, CountdownSubmitted
 
@@ -17,8 +18,9 @@ router = APIRouter(tags=["tasks"])
     status_code=202,
     response_model=CountdownSubmitted,
     summary="Start a countdown in a worker; answers at once",
+    dependencies=[Depends(require_json)],
     responses={**VALIDATION_RESPONSE, **UNAVAILABLE_RESPONSE},
 )
-def submit_countdown(request: CountdownRequest) -> CountdownSubmitted:
-    message_id = publish(countdown, request.seconds)
+async def submit_countdown(request: CountdownRequest) -> CountdownSubmitted:
+    message_id = await publish(countdown, request.seconds)
     return CountdownSubmitted(message_id=message_id, seconds=request.seconds)

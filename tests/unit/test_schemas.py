@@ -7,6 +7,7 @@ import copy
 import pytest
 from fastapi.testclient import TestClient
 
+from app.idempotency import IdempotencyStore, get_idempotency_store, message_id_for
 from app.schemas import SEED_EXAMPLE, IngestPayload
 from config import get_settings
 
@@ -18,10 +19,34 @@ def client(monkeypatch):
     from app.routers import ingest
 
     sent = []
-    monkeypatch.setattr(ingest, "publish", lambda actor, payload: sent.append(payload) or "id-1")
-    test_client = TestClient(create_app())
+
+    async def fake_publish(actor, payload, message_id=None):
+        sent.append(payload)
+        return message_id or "id-1"
+
+    monkeypatch.setattr(ingest, "publish", fake_publish)
+    app = create_app()
+    app.dependency_overrides[get_idempotency_store] = lambda: MEMORY_STORE
+    MEMORY_STORE.records.clear()
+    test_client = TestClient(app)
     test_client.sent = sent
     return test_client
+
+
+class MemoryStore:
+    """Stands in for Redis in unit tests."""
+
+    def __init__(self):
+        self.records = {}
+
+    async def lookup(self, key):
+        return self.records.get(key)
+
+    async def remember(self, key, accepted):
+        self.records.setdefault(key, accepted)
+
+
+MEMORY_STORE = MemoryStore()
 
 
 def with_change(path: str, value):
@@ -139,3 +164,69 @@ def test_broker_url_gets_timeouts_but_keeps_the_vhost_and_the_operators_own():
     assert query["socket_timeout"] == ["9"]
     assert query["blocked_connection_timeout"] == ["2.5"]
     assert query["connection_attempts"] == ["1"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_not_declared_as_json_gets_415(client, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/api", content=b'{"device_id": "x"}', headers=headers)
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+    assert client.sent == []
+
+
+def test_json_with_a_charset_is_accepted(client):
+    import json
+
+    body = json.dumps(SEED_EXAMPLE).encode()
+    response = client.post("/api", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert response.status_code == 202
+
+
+def test_a_retry_with_the_same_idempotency_key_is_enqueued_once(client):
+    first = client.post("/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": "order-7"})
+    again = client.post("/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": "order-7"})
+    assert first.status_code == 202 and first.json()["status"] == "received"
+    assert again.status_code == 200
+    assert again.json() == {"status": "duplicate", "message_id": first.json()["message_id"]}
+    assert len(client.sent) == 1
+
+
+def test_an_idempotency_key_reused_for_another_body_is_refused(client):
+    client.post("/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": "order-8"})
+    response = client.post("/api", json=with_change("device_id", "other"), headers={"Idempotency-Key": "order-8"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "Idempotency-Key"
+    assert len(client.sent) == 1
+
+
+@pytest.mark.parametrize("key", ["has space", "x" * 256, "tab\there"])
+def test_a_malformed_idempotency_key_gets_422_naming_the_header(client, key):
+    response = client.post("/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": key})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "Idempotency-Key"
+    assert client.sent == []
+
+
+def test_an_idempotency_key_maps_to_the_same_message_id_in_every_process():
+    # A literal: changing the namespace would break retries across a deploy.
+    assert message_id_for("order-7") == "01349fe8-0785-5f3e-b798-217b39059165"
+    assert message_id_for("order-7") != message_id_for("order-8")
+
+
+def test_without_redis_a_keyed_request_is_still_published_with_the_keys_message_id(monkeypatch):
+    from app.main import create_app
+    from app.routers import ingest
+
+    sent = []
+
+    async def fake_publish(actor, payload, message_id=None):
+        sent.append(message_id)
+        return message_id
+
+    monkeypatch.setattr(ingest, "publish", fake_publish)
+    app = create_app()
+    app.dependency_overrides[get_idempotency_store] = lambda: IdempotencyStore("redis://127.0.0.1:1/0", 60)
+    response = TestClient(app).post("/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": "order-9"})
+    assert response.status_code == 202
+    assert sent == [message_id_for("order-9")]
