@@ -32,6 +32,7 @@ from dramatiq.middleware import (  # noqa: E402
 )
 from dramatiq.middleware.prometheus import Prometheus  # noqa: E402
 
+from actors.dead_letters import DeadLetterReasons  # noqa: E402
 from actors.publisher import ConfirmedRabbitmqBroker  # noqa: E402
 
 #: Detections get their own queue so long background tasks never delay rows.
@@ -72,6 +73,7 @@ def build_broker(settings: Settings) -> ConfirmedRabbitmqBroker:
             max_backoff=settings.max_backoff_ms,
         ),
         CurrentMessage(),
+        DeadLetterReasons(settings.redis_url),
     ]
     # send() returns only once RabbitMQ has confirmed the persistent message.
     url = url_with_timeouts(settings.rabbitmq_url, settings.publish_timeout_seconds)

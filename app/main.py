@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
-from app.routers import health, ingest, tasks
+from app.routers import dead_letters, health, ingest, tasks
 from config import Settings, get_settings
 from logs import configure_logging
 
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(tasks.router)
+    app.include_router(dead_letters.router)
     app.include_router(health.router)
     return app
 

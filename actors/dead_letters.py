@@ -1,0 +1,184 @@
+"""Dead letters: why a message was given up on, and how an operator gets it back.
+
+Dramatiq rejects a message that exhausted its retries, and RabbitMQ moves it
+to `<queue>.XQ`. The body there is the message as it was last *published*, so
+it does not carry the final error: the `DeadLetterReasons` middleware records
+that in Redis when the message is rejected. Listing peeks at the dead-letter
+queue without consuming it; replaying publishes each chosen message back to its
+queue, with its original message id, and only then removes the dead copy: a
+crash in between leaves a duplicate message, which the sink writes once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import orjson
+import pika
+import redis
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import q_name, xq_name
+from dramatiq.errors import DecodeError
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware
+from loguru import logger
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+#: Reasons live as long as RabbitMQ keeps dead letters (Dramatiq's default, 7 days).
+REASON_TTL_SECONDS = 7 * 24 * 3600
+#: Options a replayed message starts without, so it gets its full retries again.
+RETRY_STATE_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta")
+
+
+def _reason_key(message_id: str) -> str:
+    return f"dead-letter-reason:{message_id}"
+
+
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+
+
+class DeadLetterReasons(Middleware):
+    """Record the final error of every message that is dead-lettered."""
+
+    def __init__(self, redis_url: str):
+        self.redis_url = redis_url
+        self._client: Optional[redis.Redis] = None
+
+    def before_nack(self, broker, message) -> None:
+        error = getattr(message, "_exception", None)
+        reason = f"{type(error).__name__}: {error}" if error is not None else "rejected"
+        record = {
+            "reason": reason,
+            # Retries counts failures (it increments before deciding); without it, one attempt.
+            "attempts": max(1, message.options.get("retries", 0)),
+            "rejected_at": int(time.time() * 1000),
+        }
+        try:
+            self._client = self._client or _redis(self.redis_url)
+            self._client.set(_reason_key(message.message_id), orjson.dumps(record), ex=REASON_TTL_SECONDS)
+        except redis.RedisError as failure:
+            logger.warning("reason of dead letter {} not recorded: {!r}", message.message_id, failure)
+
+
+@dataclass
+class DeadLetter:
+    message_id: str
+    queue: str
+    actor_name: str
+    reason: str
+    attempts: int
+    rejected_at: Optional[int]
+    args: list[Any]
+
+
+class DeadLetterOffice:
+    """Peek at and replay one queue's dead letters over a short-lived connection."""
+
+    def __init__(self, broker: RabbitmqBroker, redis_url: str, timeout: float):
+        self.broker = broker
+        self.redis_url = redis_url
+        self.timeout = timeout
+
+    def _connect(self) -> pika.BlockingConnection:
+        parameters = self.broker.parameters
+        parameters = parameters[0] if isinstance(parameters, list) else parameters
+        return pika.BlockingConnection(parameters)
+
+    def _reasons(self, message_ids: list[str]) -> dict[str, dict]:
+        if not message_ids:
+            return {}
+        try:
+            raw = _redis(self.redis_url).mget([_reason_key(mid) for mid in message_ids])
+        except redis.RedisError as failure:
+            logger.warning("dead-letter reasons unavailable: {!r}", failure)
+            return {}
+        return {mid: orjson.loads(value) for mid, value in zip(message_ids, raw) if value is not None}
+
+    @staticmethod
+    def _count(channel, queue: str) -> int:
+        return channel.queue_declare(xq_name(queue), passive=True).method.message_count
+
+    def peek(self, queue: str, limit: int) -> tuple[int, list[DeadLetter]]:
+        """(how many dead letters, the first `limit` of them); consumes nothing."""
+        self.broker.declare_queue(queue, ensure=True)  # the XQ exists from then on
+        connection = self._connect()
+        try:
+            channel = connection.channel()
+            count = self._count(channel, queue)
+            bodies = []
+            for _ in range(min(limit, count)):
+                method, _properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                if method is None:
+                    break
+                bodies.append(body)
+        finally:
+            connection.close()  # the unacked gets go back to the queue, in order
+        messages = [_decode(body) for body in bodies]
+        reasons = self._reasons([m.message_id for m in messages if m is not None])
+        return count, [self._describe(message, reasons) for message in messages if message is not None]
+
+    @staticmethod
+    def _describe(message: Message, reasons: dict[str, dict]) -> DeadLetter:
+        recorded = reasons.get(message.message_id, {})
+        fallback = (message.options.get("traceback") or "rejected").strip().splitlines()[-1]
+        return DeadLetter(
+            message_id=message.message_id,
+            queue=q_name(message.queue_name),
+            actor_name=message.actor_name,
+            reason=recorded.get("reason", fallback),
+            # The dead copy was published after its second-to-last failure: one attempt more.
+            attempts=recorded.get("attempts", message.options.get("retries", 0) + 1),
+            rejected_at=recorded.get("rejected_at"),
+            args=list(message.args),
+        )
+
+    def replay(self, queue: str, message_ids: Optional[set[str]], limit: int) -> tuple[list[str], int]:
+        """Move dead letters back to `queue`; return (replayed ids, dead letters left)."""
+        self.broker.declare_queue(queue, ensure=True)
+        replayed: list[str] = []
+        connection = self._connect()
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            count = self._count(channel, queue)
+            for _ in range(count):
+                if len(replayed) >= limit:
+                    break
+                method, _properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                if method is None:
+                    break
+                message = _decode(body)
+                if message is None or (message_ids is not None and message.message_id not in message_ids):
+                    continue  # stays unacked: back in the queue when we close
+                options = {k: v for k, v in message.options.items() if k not in RETRY_STATE_OPTIONS}
+                fresh = message.copy(queue_name=q_name(message.queue_name), options=options)
+                channel.basic_publish(
+                    "",
+                    fresh.queue_name,
+                    fresh.encode(),
+                    pika.BasicProperties(delivery_mode=2, message_id=fresh.message_id),
+                    mandatory=True,
+                )  # returns once confirmed
+                channel.basic_ack(method.delivery_tag)
+                replayed.append(fresh.message_id)
+        finally:
+            connection.close()
+        if replayed:
+            try:
+                _redis(self.redis_url).delete(*[_reason_key(mid) for mid in replayed])
+            except redis.RedisError:
+                pass
+        # Not a fresh count: this channel still holds the skipped ones, which a count would miss.
+        return replayed, count - len(replayed)
+
+
+def _decode(body: bytes) -> Optional[Message]:
+    try:
+        return Message.decode(body)
+    except DecodeError:
+        logger.warning("a dead letter is not a Dramatiq message; left in place")
+        return None

@@ -1,0 +1,99 @@
+"""Dead letters: list them with the reason, replay them after a fix."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from dramatiq.errors import BrokerError
+from fastapi import APIRouter, Depends, Query
+from pika.exceptions import AMQPError
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from actors import INGEST_QUEUE, TASKS_QUEUE, broker
+from actors.dead_letters import DeadLetterOffice
+from app.errors import UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
+from app.limits import require_json
+from app.publishing import broker_unavailable
+from config import get_settings
+
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
+
+QueueName = Literal["ingest", "tasks"]
+assert set(QueueName.__args__) == {INGEST_QUEUE, TASKS_QUEUE}
+
+
+class DeadLetterOut(BaseModel):
+    message_id: str
+    queue: str
+    actor_name: str
+    reason: str = Field(description="The final error, e.g. `OSError: [Errno 28] No space left on device`.")
+    attempts: int = Field(description="Times it was tried and failed (MAX_RETRIES + 1 when retries ran out).")
+    rejected_at: Optional[int] = Field(None, description="When it was dead-lettered, ms since the epoch.")
+    args: list[Any] = Field(description="The actor's arguments (for ingest: the payload).")
+
+
+class DeadLetterList(BaseModel):
+    queue: str
+    count: int = Field(description="Dead letters in the queue (may exceed the messages listed).")
+    messages: list[DeadLetterOut]
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"queue": "ingest"}, {"queue": "ingest", "message_ids": ["9b1c..."]}]},
+    )
+
+    queue: QueueName = "ingest"
+    message_ids: Optional[list[str]] = Field(
+        None, max_length=10_000, description="Only these; all of the queue's dead letters when omitted."
+    )
+    limit: int = Field(10_000, ge=1, le=100_000, description="Replay at most this many.")
+
+
+class ReplayResult(BaseModel):
+    queue: str
+    replayed: list[str] = Field(description="Message ids sent back to the queue, ids unchanged.")
+    remaining: int = Field(description="Dead letters left in the queue.")
+
+
+def get_office() -> DeadLetterOffice:
+    settings = get_settings()
+    return DeadLetterOffice(broker, settings.redis_url, settings.publish_timeout_seconds)
+
+
+@router.get(
+    "",
+    response_model=DeadLetterList,
+    summary="Messages given up on after their retries, with the reason",
+    responses={**VALIDATION_RESPONSE, **UNAVAILABLE_RESPONSE},
+)
+async def list_dead_letters(
+    queue: QueueName = "ingest",
+    limit: int = Query(100, ge=1, le=1000, description="List at most this many."),
+    office: DeadLetterOffice = Depends(get_office),
+) -> DeadLetterList:
+    try:
+        count, letters = await run_in_threadpool(office.peek, queue, limit)
+    except (AMQPError, BrokerError, OSError) as error:
+        raise broker_unavailable(repr(error)) from None
+    return DeadLetterList(queue=queue, count=count, messages=[DeadLetterOut(**vars(letter)) for letter in letters])
+
+
+@router.post(
+    "/replay",
+    response_model=ReplayResult,
+    summary="Send dead letters back to their queue, after the cause is fixed",
+    description="Each message keeps its id, so rows already written are not written again. "
+    "Retries start from zero.",
+    dependencies=[Depends(require_json)],
+    responses={**VALIDATION_RESPONSE, **UNAVAILABLE_RESPONSE},
+)
+async def replay_dead_letters(request: ReplayRequest, office: DeadLetterOffice = Depends(get_office)) -> ReplayResult:
+    wanted = set(request.message_ids) if request.message_ids is not None else None
+    try:
+        replayed, remaining = await run_in_threadpool(office.replay, request.queue, wanted, request.limit)
+    except (AMQPError, BrokerError, OSError) as error:
+        raise broker_unavailable(repr(error)) from None
+    return ReplayResult(queue=request.queue, replayed=replayed, remaining=remaining)
