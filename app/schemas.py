@@ -10,7 +10,7 @@ import binascii
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, field_validator
 
 from config import get_settings
 
@@ -18,22 +18,19 @@ _settings = get_settings()
 
 
 
-def _encodable(value: str) -> str:
-    """Reject lone surrogates (JSON allows `\\ud800`); they cannot be written as UTF-8."""
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise ValueError("text must be valid Unicode (no lone surrogate escapes)") from None
+# Strict str also refuses lone surrogates ("\ud800"), which could not be written as UTF-8.
+Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=_settings.max_id_length)]
+Tag = Annotated[str, StringConstraints(strict=True, max_length=_settings.max_tag_length)]
+
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _integral_float_to_int(value: object) -> object:
+    """JSON Schema counts 5.0 as an integer; accept it, but never a string."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
-
-Identifier = Annotated[
-    str,
-    StringConstraints(strict=True, min_length=1, max_length=_settings.max_id_length),
-    AfterValidator(_encodable),
-]
-Tag = Annotated[str, StringConstraints(strict=True, max_length=_settings.max_tag_length), AfterValidator(_encodable)]
 
 SEED_EXAMPLE = {
     "device_id": "cam-01",
@@ -54,6 +51,8 @@ class Prediction(BaseModel):
         max_length=_settings.max_frame_length,
         strict=True,
         description="The frame, standard base64 (RFC 4648) with padding.",
+        # In the schema for clients and fuzzers; checked by binascii, whose messages say more.
+        json_schema_extra={"pattern": BASE64_PATTERN},
     )
     prob: StrictFloat = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="Confidence in [0, 1].")
     tags: list[Tag] = Field(max_length=_settings.max_tags, description="Labels; any text.")
@@ -101,7 +100,9 @@ class IngestAccepted(BaseModel):
 class CountdownRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seconds: int = Field(ge=0, le=_settings.max_countdown_seconds, strict=True)
+    seconds: Annotated[int, BeforeValidator(_integral_float_to_int)] = Field(
+        ge=0, le=_settings.max_countdown_seconds, strict=True, examples=[5]
+    )
 
 
 class CountdownSubmitted(BaseModel):

@@ -12,12 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from actors import INGEST_QUEUE, TASKS_QUEUE, broker
 from actors.dead_letters import DeadLetterOffice
+from app.json_route import OrjsonRoute
 from app.errors import UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
 from app.limits import require_json
 from app.publishing import broker_unavailable
 from config import get_settings
 
-router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"], route_class=OrjsonRoute)
 
 QueueName = Literal["ingest", "tasks"]
 assert set(QueueName.__args__) == {INGEST_QUEUE, TASKS_QUEUE}

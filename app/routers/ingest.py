@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Response
 
 from actors.ingest import write_detection_rows
+from app.json_route import OrjsonRoute
 from app.errors import UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
 from app.idempotency import KEY_PATTERN, Accepted, IdempotencyStore, fingerprint, get_idempotency_store, message_id_for
 from app.limits import require_json
 from app.publishing import publish
-from app.schemas import IngestAccepted, IngestPayload
+from app.schemas import ErrorResponse, IngestAccepted, IngestPayload
 
-router = APIRouter(tags=["ingest"])
+router = APIRouter(tags=["ingest"], route_class=OrjsonRoute)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -35,6 +36,7 @@ IdempotencyKey = Annotated[
     responses={
         200: {"model": IngestAccepted, "description": "A retry of an accepted Idempotency-Key; nothing enqueued."},
         **VALIDATION_RESPONSE,
+        409: {"model": ErrorResponse, "description": "The Idempotency-Key was used before for a different body."},
         413: {"description": "Body over MAX_BODY_BYTES."},
         415: {"description": "Body not declared as JSON."},
         **UNAVAILABLE_RESPONSE,
@@ -56,7 +58,7 @@ async def ingest(
     if known is not None:
         if known.fingerprint != accepted.fingerprint:
             raise HTTPException(
-                422,
+                409,
                 detail=[
                     {
                         "field": "Idempotency-Key",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from actors.tasks import countdown
+from app.json_route import OrjsonRoute
 from app.errors import UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
 from app.limits import require_json
 from app.publishing import publish
 from app.schemas import CountdownRequest, CountdownSubmitted
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], route_class=OrjsonRoute)
 
 
 @router.post(

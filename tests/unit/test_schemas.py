@@ -114,8 +114,15 @@ def test_lone_surrogate_is_refused_because_it_cannot_be_written(client):
     body = b'{"device_id": "\\ud800", "client_id": "c", "created_at": "2023-02-13T10:49:06", "data": {"license_id": "l", "preds": [{"image_frame": "aGk=", "prob": 0.1, "tags": []}]}}'
     response = client.post("/api", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["field"] == "device_id"
+    assert response.json()["detail"][0]["field"] == "body"  # refused by the strict JSON parser
     assert client.sent == []
+
+
+def test_the_schema_itself_refuses_lone_surrogates_for_callers_that_bypass_http():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="string_unicode"):
+        IngestPayload.model_validate(with_change("device_id", "\ud800"))
 
 
 def test_malformed_json_gets_422_naming_the_body(client):
@@ -195,7 +202,7 @@ def test_a_retry_with_the_same_idempotency_key_is_enqueued_once(client):
 def test_an_idempotency_key_reused_for_another_body_is_refused(client):
     client.post("/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": "order-8"})
     response = client.post("/api", json=with_change("device_id", "other"), headers={"Idempotency-Key": "order-8"})
-    assert response.status_code == 422
+    assert response.status_code == 409
     assert response.json()["detail"][0]["field"] == "Idempotency-Key"
     assert len(client.sent) == 1
 
@@ -230,3 +237,17 @@ def test_without_redis_a_keyed_request_is_still_published_with_the_keys_message_
     response = TestClient(app).post("/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": "order-9"})
     assert response.status_code == 202
     assert sent == [message_id_for("order-9")]
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe{", b'{"device_id": NaN}', b"[1, 2"], ids=["not utf-8", "NaN", "cut short"])
+def test_a_body_that_is_not_strict_json_gets_422_naming_the_body(client, body):
+    response = client.post("/api", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "body"
+    assert client.sent == []
+
+
+def test_countdown_accepts_an_integral_float_but_not_a_string(client):
+    assert client.post("/tasks", json={"seconds": 2.0}).status_code == 202
+    assert client.post("/tasks", json={"seconds": 2.5}).status_code == 422
+    assert client.post("/tasks", json={"seconds": "2"}).status_code == 422
