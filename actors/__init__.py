@@ -33,6 +33,7 @@ from dramatiq.middleware import (  # noqa: E402
 from dramatiq.middleware.prometheus import Prometheus  # noqa: E402
 
 from actors.dead_letters import DeadLetterReasons  # noqa: E402
+from actors.encoding import OrjsonEncoder  # noqa: E402
 from actors.publisher import ConfirmedRabbitmqBroker  # noqa: E402
 
 #: Detections get their own queue so long background tasks never delay rows.
@@ -80,6 +81,7 @@ def build_broker(settings: Settings) -> ConfirmedRabbitmqBroker:
     return ConfirmedRabbitmqBroker(url=url, middleware=middleware, publish_timeout=settings.publish_timeout_seconds)
 
 
+dramatiq.set_encoder(OrjsonEncoder())
 broker = build_broker(settings)
 dramatiq.set_broker(broker)
 

@@ -76,6 +76,11 @@ class IdempotencyStore:
 
 
 @lru_cache
-def get_idempotency_store() -> IdempotencyStore:
+def _store() -> IdempotencyStore:
     settings = get_settings()
     return IdempotencyStore(settings.redis_url, settings.idempotency_ttl_seconds)
+
+
+async def get_idempotency_store() -> IdempotencyStore:
+    """FastAPI dependency; async, because FastAPI runs a sync one in its thread pool."""
+    return _store()

@@ -49,7 +49,7 @@ class BodySizeLimit:
         await self.app(scope, counted_receive, send)
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:  # async: a sync dependency costs a thread hop
     """415 unless the body is declared as JSON (`application/json` or `*/*+json`)."""
     declared = request.headers.get("content-type", "")
     media_type = declared.split(";", 1)[0].strip().lower()

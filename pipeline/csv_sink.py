@@ -12,7 +12,7 @@ Why it is shaped this way:
 - **Exactly once.** RabbitMQ delivers at least once: a worker killed after
   writing but before acking gets its message redelivered, possibly to another
   process. A ledger (`<csv>.ledger`, SQLite) maps every committed
-  `message_id` to the byte offset where its rows end; a message already in it
+  `message_id` to the byte offset where its rows end (and when they became durable); a message already in it
   is acknowledged without writing again. Lookups are by primary key, so no
   message re-reads the CSV.
 - **The CSV is the truth, the ledger a cache.** The ledger is updated after
@@ -35,6 +35,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from pipeline.rows import COLUMNS, HEADER_BYTES, restore_cell
 #: Upper bound of one group commit; larger batches only add latency.
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 MAX_BATCH_MESSAGES = 1024
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
 class ForeignCsvError(RuntimeError):
@@ -62,8 +64,8 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS commits (message_id TEXT PRIMARY KEY, end_offset INTEGER NOT NULL)"
-            " WITHOUT ROWID"
+            "CREATE TABLE IF NOT EXISTS commits (message_id TEXT PRIMARY KEY, end_offset INTEGER NOT NULL,"
+            " committed_at REAL NOT NULL) WITHOUT ROWID"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS commits_by_end ON commits (end_offset)")
 
@@ -82,8 +84,12 @@ class Ledger:
         return found
 
     def record(self, entries: Iterable[tuple[str, int]]) -> None:
+        """Record committed messages, stamped now (unix seconds): when their rows became durable."""
+        now = time.time()
         with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?)", entries)
+            self._db.executemany(
+                "INSERT OR IGNORE INTO commits VALUES (?, ?, ?)", ((mid, end, now) for mid, end in entries)
+            )
 
     def clear(self) -> None:
         with self._db:
@@ -178,7 +184,7 @@ class DurableCsvFile:
                 entries.append((pending.message_id, end))
                 pending.written = True
             if parts:
-                _write_all(self._fd, b"".join(parts))
+                _write_all(self._fd, parts)
                 os.fdatasync(self._fd)
                 self._ledger.record(entries)
         finally:
@@ -189,7 +195,7 @@ class DurableCsvFile:
         size = os.fstat(self._fd).st_size
         if size == 0:
             self._ledger.clear()
-            _write_all(self._fd, HEADER_BYTES)
+            _write_all(self._fd, [HEADER_BYTES])
             os.fdatasync(self._fd)
             return len(HEADER_BYTES)
         if os.pread(self._fd, len(HEADER_BYTES), 0) != HEADER_BYTES:
@@ -217,11 +223,17 @@ class DurableCsvFile:
         return good_end
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Write every part, in order, without first copying them into one buffer."""
+    pending = [memoryview(part) for part in parts if part]
+    while pending:
+        written = os.writev(fd, pending[:_IOV_MAX])
+        while written:  # drop what went out; a short write leaves the rest of one part
+            if written >= len(pending[0]):
+                written -= len(pending.pop(0))
+            else:
+                pending[0] = pending[0][written:]
+                written = 0
 
 
 class CsvSink:

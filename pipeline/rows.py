@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -43,6 +44,7 @@ HEADER = ",".join(COLUMNS) + "\r\n"
 HEADER_BYTES = HEADER.encode()
 
 _FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
+_PLAIN_BASE64 = re.compile(r"[A-Za-z0-9+/=]*")
 
 
 def neutralise_cell(value: str) -> str:
@@ -76,19 +78,25 @@ def encode_rows(message_id: str, payload: dict[str, Any]) -> tuple[bytes, int]:
         neutralise_cell(data["license_id"]),
     )
     buffer = io.StringIO()
+    # The line terminator stays "\r\n" although it is cut off below: Python 3.11's writer
+    # decides to quote CR and LF by looking at the terminator's characters.
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerows(
-        (
-            head[0],
-            index,
-            *head[2:],
-            repr(float(pred["prob"])),
-            orjson.dumps(pred["tags"]).decode(),
-            neutralise_cell(pred["image_frame"]),
-        )
-        for index, pred in enumerate(preds)
-    )
+    for index, pred in enumerate(preds):
+        writer.writerow((head[0], index, *head[2:], repr(float(pred["prob"])), orjson.dumps(pred["tags"]).decode()))
+        buffer.seek(buffer.tell() - 2)
+        frame = pred["image_frame"]
+        # Base64 never needs CSV quoting, so the largest cell skips the csv module's
+        # per-character scan; anything else (a hand-published message) is quoted as usual.
+        cell = neutralise_cell(frame)
+        buffer.write("," + (cell if _PLAIN_BASE64.fullmatch(frame) else _quoted(cell)) + "\r\n")
     return buffer.getvalue().encode(), count
+
+
+def _quoted(value: str) -> str:
+    """One cell as the csv module writes it (quoted when it must be)."""
+    single = io.StringIO()
+    csv.writer(single, lineterminator="\r\n").writerow((value,))  # see encode_rows on the terminator
+    return single.getvalue()[:-2]
 
 
 def decode_row(cells: list[str]) -> dict[str, Any]:

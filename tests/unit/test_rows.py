@@ -95,3 +95,27 @@ def test_a_formula_client_id_is_stored_inert_in_the_file():
 
 def test_header_names_the_documented_columns():
     assert HEADER.rstrip("\r\n").split(",") == list(COLUMNS)
+
+
+@given(payload, identifier)
+def test_messages_encoded_with_orjson_decode_with_dramatiqs_json_encoder_and_back(body, message_id):
+    from dramatiq.encoder import JSONEncoder
+
+    from actors.encoding import OrjsonEncoder
+
+    data = {"message_id": message_id, "args": [body], "kwargs": {}, "options": {"retries": 1}}
+    assert JSONEncoder().decode(OrjsonEncoder().encode(data)) == data
+    assert OrjsonEncoder().decode(JSONEncoder().encode(data)) == data
+
+
+@given(st.text(max_size=30), identifier)
+def test_a_frame_that_is_not_base64_is_still_written_losslessly(frame, message_id):
+    """The worker trusts the API's validation, but a hand-published message must not break the file."""
+    body = {
+        "device_id": "d",
+        "client_id": "c",
+        "created_at": "2023-02-13T10:49:06",
+        "data": {"license_id": "l", "preds": [{"image_frame": frame, "prob": 0.5, "tags": []}]},
+    }
+    (row,) = read_rows(io.StringIO(csv_text((message_id, body)), newline=""))
+    assert row["image_frame"] == frame

@@ -1,0 +1,45 @@
+"""CPU seconds and peak RSS of a process tree, read from /proc."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.support.processes import descendants
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_and_hwm(pid: int) -> tuple[float, float] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    cpu = (int(fields[11]) + int(fields[12])) / _TICKS
+    hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return cpu, hwm / 1024
+
+
+class TreeSampler:
+    """Remembers, per process of the tree, its latest CPU time and peak RSS (VmHWM)."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.seen: dict[int, tuple[float, float]] = {}
+
+    def sample(self) -> None:
+        for pid in [self.root, *descendants(self.root)]:
+            reading = _cpu_and_hwm(pid)
+            if reading is not None:
+                self.seen[pid] = reading
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(cpu for cpu, _ in self.seen.values())
+
+    @property
+    def peak_rss_mb(self) -> float:
+        """The largest single process of the tree (the targets are per process)."""
+        return max((hwm for _, hwm in self.seen.values()), default=0.0)

@@ -1,0 +1,201 @@
+"""Benchmark: our durable pipeline end to end, on an isolated RabbitMQ vhost.
+
+    .venv/bin/python -m bench.run                      # 10,000 requests, concurrency 64
+    .venv/bin/python -m bench.run --requests 500       # the CI smoke size
+    .venv/bin/python -m bench.run --rate 500           # open loop at 500 req/s (latency targets)
+
+Starts API + workers from the project's entrypoints, drives the load from a
+separate process, waits until every row is in the CSV, checks exactness
+(0 lost, 0 duplicated), and prints accepted req/s, POST latency percentiles,
+end-to-end rows/s, ingest-to-row latency, and CPU seconds and peak RSS per
+component. Writes JSON (and a throughput plot, if matplotlib is installed)
+to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.load import run_load  # noqa: E402
+from bench.procstat import TreeSampler  # noqa: E402
+from pipeline.rows import read_csv  # noqa: E402
+from tests.support.payloads import random_payload  # noqa: E402
+from tests.support.rabbit import create_vhost, delete_vhost, vhost_url  # noqa: E402
+from tests.support.stack import Stack  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def committed(ledger: Path) -> dict[str, float]:
+    """message id -> when its rows became durable (from the sink's ledger)."""
+    if not ledger.exists():
+        return {}
+    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
+        return dict(db.execute("SELECT message_id, committed_at FROM commits"))
+
+
+def progress(label: str, done: int, total: int, started: float) -> None:
+    rate = done / max(time.perf_counter() - started, 1e-9)
+    print(f"\r  {label}: {done:>7}/{total} ({rate:,.0f}/s)", end="", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=None, help="open loop: requests per second")
+    parser.add_argument("--processes", type=int, default=2, help="dramatiq worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    parser.add_argument("--frame-bytes", type=int, default=6 * 1024, help="raw bytes per frame (x4/3 in base64)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--label", default="ours")
+    args = parser.parse_args(argv)
+
+    rng = random.Random(args.seed)
+    payloads = [random_payload(rng, frame_bytes=args.frame_bytes) for _ in range(args.requests)]
+    bodies = [orjson.dumps(payload) for payload in payloads]
+    expected_rows = sum(len(payload["data"]["preds"]) for payload in payloads)
+    print(f"{args.requests} requests, {expected_rows} rows, {sum(map(len, bodies)) / 1e6:.0f} MB of bodies")
+
+    vhost = create_vhost("bench")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    stack = Stack(workdir, vhost_url(vhost), processes=args.processes, threads=args.threads)
+    try:
+        stack.start()
+        api_tree, worker_tree = TreeSampler(stack.api.pid), TreeSampler(stack.workers.pid)
+        receiver, sender = multiprocessing.Pipe(duplex=False)
+        loader = multiprocessing.get_context("spawn").Process(
+            target=run_load, args=(f"{stack.base_url}/api", bodies, args.concurrency, args.rate, sender)
+        )
+        started_wall = time.time()
+        started = time.perf_counter()
+        loader.start()
+        ledger = Path(f"{stack.csv_path}.ledger")
+        while not receiver.poll(0.5):
+            for tree in (api_tree, worker_tree):
+                tree.sample()
+            progress("rows durable", len(committed(ledger)), args.requests, started)
+        load = receiver.recv()
+        loader.join()
+
+        accepted = {r[3]: i for i, r in enumerate(load["results"]) if r and 200 <= r[2] < 300}
+
+        def all_committed():
+            for tree in (api_tree, worker_tree):
+                tree.sample()
+            done = committed(ledger)
+            progress("rows durable", len(done), args.requests, started)
+            return done if len(done) >= len(accepted) else None
+
+        durable = wait_for(all_committed, timeout=600, interval=0.5, what="every accepted message's rows")
+        finished = max(durable.values())
+        print()
+        for tree in (api_tree, worker_tree):
+            tree.sample()
+        rows = read_csv(stack.csv_path)
+    finally:
+        stack.stop()
+        delete_vhost(vhost)
+
+    seen: dict[tuple[str, int], int] = {}
+    for row in rows:
+        key = (row["message_id"], row["pred_index"])
+        seen[key] = seen.get(key, 0) + 1
+    wanted = {(mid, i) for mid, index in accepted.items() for i in range(len(payloads[index]["data"]["preds"]))}
+    latencies = [r[1] for r in load["results"] if r and 200 <= r[2] < 300]
+    ingest_to_row = [durable[mid] - load["results"][index][0] for mid, index in accepted.items() if mid in durable]
+    end_to_end = finished - started_wall
+    report = {
+        "label": args.label,
+        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"cores": multiprocessing.cpu_count(), "python": platform.python_version()},
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "workers": f"{args.processes}x{args.threads}",
+        "accepted": len(accepted),
+        "refused": args.requests - len(accepted),
+        "accepted_per_s": len(accepted) / load["elapsed"],
+        "post_latency_ms": {q: 1000 * percentile(latencies, q) for q in (50, 95, 99)},
+        "rows": len(rows),
+        "rows_per_s_end_to_end": len(rows) / end_to_end,
+        "ingest_to_row_ms": {q: 1000 * percentile(ingest_to_row, q) for q in (50, 99)},
+        "lost_rows": len(wanted - seen.keys()),
+        "duplicated_rows": sum(count - 1 for count in seen.values() if count > 1),
+        "unexpected_rows": len(seen.keys() - wanted),
+        "cpu_seconds": {"api": api_tree.cpu_seconds, "workers": worker_tree.cpu_seconds, "load": load["cpu_seconds"]},
+        "peak_rss_mb": {
+            "api": api_tree.peak_rss_mb,
+            "worker_process": worker_tree.peak_rss_mb,
+            "load": load["peak_rss_mb"],
+        },
+        "timeline": sorted(durable.values()),
+        "started": started_wall,
+    }
+    print_report(report)
+    save(report)
+    return report
+
+
+def print_report(r: dict) -> None:
+    print(
+        f"""
+accepted:        {r['accepted']}/{r['requests']}  {r['accepted_per_s']:,.0f} req/s (concurrency {r['concurrency']}, rate {r['rate'] or 'open'})
+POST latency:    p50 {r['post_latency_ms'][50]:.1f} ms  p95 {r['post_latency_ms'][95]:.1f} ms  p99 {r['post_latency_ms'][99]:.1f} ms
+rows:            {r['rows']}  {r['rows_per_s_end_to_end']:,.0f} rows/s end to end (first POST to last row durable)
+ingest-to-row:   p50 {r['ingest_to_row_ms'][50]:.0f} ms  p99 {r['ingest_to_row_ms'][99]:.0f} ms
+exactness:       lost {r['lost_rows']}  duplicated {r['duplicated_rows']}  unexpected {r['unexpected_rows']}
+CPU seconds:     api {r['cpu_seconds']['api']:.1f}  workers {r['cpu_seconds']['workers']:.1f}  load {r['cpu_seconds']['load']:.1f}
+peak RSS (MB):   api {r['peak_rss_mb']['api']:.0f}  worker process {r['peak_rss_mb']['worker_process']:.0f}  load {r['peak_rss_mb']['load']:.0f}"""
+    )
+
+
+def save(report: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = RESULTS / f"{report['label']}-{stamp}.json"
+    path.write_text(json.dumps({k: v for k, v in report.items() if k != "timeline"}, indent=2))
+    print(f"wrote {path}")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    times = [t - report["started"] for t in report["timeline"]]
+    figure, axis = plt.subplots(figsize=(8, 4))
+    axis.hist(times, bins=max(10, int(max(times, default=1)) * 4), color="#3b6ea5")
+    axis.set_xlabel("seconds since the first request")
+    axis.set_ylabel("messages made durable per bin (0.25 s)")
+    axis.set_title(f"{report['label']}: {report['rows_per_s_end_to_end']:,.0f} rows/s end to end")
+    figure.tight_layout()
+    figure.savefig(path.with_suffix(".png"))
+    print(f"wrote {path.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    result = main()
+    sys.exit(0 if result["lost_rows"] == result["duplicated_rows"] == result["unexpected_rows"] == 0 else 1)
