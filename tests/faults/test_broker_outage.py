@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import threading
+import time
 import uuid
 
 import httpx
@@ -64,3 +65,32 @@ def test_rabbitmq_stopped_and_started_mid_load_loses_and_doubles_nothing(make_st
     wait_for(lambda: queue_state(stack.rabbitmq_url, "ingest")[0] == 0, timeout=60, what="an empty queue")
     assert_rows_match(stack.csv_path, accepted)
     assert {row["message_id"] for row in read_csv(stack.csv_path)} == set(accepted), "no orphan copies"
+
+
+def test_a_broker_that_stops_confirming_gets_fast_503s_and_recovers(make_stack):
+    """A memory alarm (watermark 0) blocks publishers while the connection stays up: no confirms."""
+    from app.schemas import SEED_EXAMPLE
+
+    stack = make_stack().start()
+    key = f"blocked-{uuid.uuid4().hex}"
+    rabbitmqctl("set_vm_memory_high_watermark", "0")
+    try:
+        durations = []
+        for _ in range(3):
+            started = time.monotonic()
+            response = httpx.post(f"{stack.base_url}/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": key}, timeout=10)
+            durations.append(time.monotonic() - started)
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+        assert max(durations) < 1.0, f"each refusal within PUBLISH_TIMEOUT_SECONDS (0.5 s): {durations}"
+    finally:
+        rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+
+    def accepted():
+        response = httpx.post(f"{stack.base_url}/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": key}, timeout=10)
+        return response if response.status_code in (200, 202) else None
+
+    response = wait_for(accepted, timeout=30, interval=0.5, what="the API to accept again, without a restart")
+    message_id = response.json()["message_id"]
+    wait_for(lambda: count_rows(stack.csv_path, {message_id}) == 1, timeout=30, what="the row")
+    assert count_rows(stack.csv_path, {message_id}) == 1, "refused attempts must not have left copies"

@@ -1,0 +1,29 @@
+"""The README's commands fail fast and say what to do when there is no broker to start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ensure_rabbitmq_fails_at_once_with_one_line_for_an_unreachable_remote_broker():
+    # Loopback, but not an address the script would start a local server for; nothing listens there.
+    env = {**os.environ, "RABBITMQ_URL": "amqp://guest:guest@127.0.0.2:1/"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "ensure_rabbitmq.sh")], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert time.monotonic() - started < 10
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "RABBITMQ_URL" in lines[0]
+
+
+def test_ensure_rabbitmq_succeeds_silently_when_the_broker_answers():
+    result = subprocess.run([str(ROOT / "scripts" / "ensure_rabbitmq.sh")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stderr == ""
