@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run                      # 10,000 requests, concurrency 64
     .venv/bin/python -m bench.run --requests 500       # the CI smoke size
     .venv/bin/python -m bench.run --rate 500           # open loop at 500 req/s (latency targets)
+    .venv/bin/python -m bench.run --baseline           # also the demo-style baseline, and the ratios
 
 Starts API + workers from the project's entrypoints, drives the load from a
 separate process, waits until every row is in the CSV, checks exactness
@@ -19,7 +20,6 @@ import json
 import multiprocessing
 import platform
 import random
-import sqlite3
 import sys
 import tempfile
 import time
@@ -32,10 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.load import run_load  # noqa: E402
 from bench.procstat import TreeSampler  # noqa: E402
-from pipeline.rows import read_csv  # noqa: E402
+from bench.targets import TARGETS  # noqa: E402
 from tests.support.payloads import random_payload  # noqa: E402
 from tests.support.rabbit import create_vhost, delete_vhost, vhost_url  # noqa: E402
-from tests.support.stack import Stack  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -48,75 +47,47 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def committed(ledger: Path) -> dict[str, float]:
-    """message id -> when its rows became durable (from the sink's ledger)."""
-    if not ledger.exists():
-        return {}
-    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
-        return dict(db.execute("SELECT message_id, committed_at FROM commits"))
-
-
 def progress(label: str, done: int, total: int, started: float) -> None:
     rate = done / max(time.perf_counter() - started, 1e-9)
     print(f"\r  {label}: {done:>7}/{total} ({rate:,.0f}/s)", end="", flush=True)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=10_000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rate", type=float, default=None, help="open loop: requests per second")
-    parser.add_argument("--processes", type=int, default=2, help="dramatiq worker processes")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
-    parser.add_argument("--frame-bytes", type=int, default=6 * 1024, help="raw bytes per frame (x4/3 in base64)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--label", default="ours")
-    args = parser.parse_args(argv)
-
-    rng = random.Random(args.seed)
-    payloads = [random_payload(rng, frame_bytes=args.frame_bytes) for _ in range(args.requests)]
-    bodies = [orjson.dumps(payload) for payload in payloads]
-    expected_rows = sum(len(payload["data"]["preds"]) for payload in payloads)
-    print(f"{args.requests} requests, {expected_rows} rows, {sum(map(len, bodies)) / 1e6:.0f} MB of bodies")
-
+def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], command: str) -> dict:
+    """Start one target on its own vhost, drive the load, wait for every row, measure."""
     vhost = create_vhost("bench")
-    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    stack = Stack(workdir, vhost_url(vhost), processes=args.processes, threads=args.threads)
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{target_class.label}-"))
+    target = target_class(workdir, vhost_url(vhost), args.processes, args.threads)
+    print(f"[{target.label}]")
     try:
-        stack.start()
-        api_tree, worker_tree = TreeSampler(stack.api.pid), TreeSampler(stack.workers.pid)
+        target.start()
+        api_tree, worker_tree = TreeSampler(target.api_pid), TreeSampler(target.workers_pid)
         receiver, sender = multiprocessing.Pipe(duplex=False)
         loader = multiprocessing.get_context("spawn").Process(
-            target=run_load, args=(f"{stack.base_url}/api", bodies, args.concurrency, args.rate, sender)
+            target=run_load, args=(target.url, bodies, args.concurrency, args.rate, sender)
         )
         started_wall = time.time()
         started = time.perf_counter()
         loader.start()
-        ledger = Path(f"{stack.csv_path}.ledger")
         while not receiver.poll(0.5):
             for tree in (api_tree, worker_tree):
                 tree.sample()
-            progress("rows durable", len(committed(ledger)), args.requests, started)
+            progress("messages written", len(target.committed()), args.requests, started)
         load = receiver.recv()
         loader.join()
-
         accepted = {r[3]: i for i, r in enumerate(load["results"]) if r and 200 <= r[2] < 300}
 
-        def all_committed():
+        def all_written():
             for tree in (api_tree, worker_tree):
                 tree.sample()
-            done = committed(ledger)
-            progress("rows durable", len(done), args.requests, started)
+            done = target.committed()
+            progress("messages written", len(done), args.requests, started)
             return done if len(done) >= len(accepted) else None
 
-        durable = wait_for(all_committed, timeout=600, interval=0.5, what="every accepted message's rows")
-        finished = max(durable.values())
+        durable = wait_for(all_written, timeout=600, interval=0.5, what="every accepted message's rows")
         print()
-        for tree in (api_tree, worker_tree):
-            tree.sample()
-        rows = read_csv(stack.csv_path)
+        rows = target.rows()
     finally:
-        stack.stop()
+        target.stop()
         delete_vhost(vhost)
 
     seen: dict[tuple[str, int], int] = {}
@@ -126,15 +97,15 @@ def main(argv: list[str] | None = None) -> dict:
     wanted = {(mid, i) for mid, index in accepted.items() for i in range(len(payloads[index]["data"]["preds"]))}
     latencies = [r[1] for r in load["results"] if r and 200 <= r[2] < 300]
     ingest_to_row = [durable[mid] - load["results"][index][0] for mid, index in accepted.items() if mid in durable]
-    end_to_end = finished - started_wall
-    report = {
-        "label": args.label,
-        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+    end_to_end = max(durable.values()) - started_wall
+    return {
+        "label": target.label,
+        "command": command,
         "machine": {"cores": multiprocessing.cpu_count(), "python": platform.python_version()},
         "requests": args.requests,
         "concurrency": args.concurrency,
         "rate": args.rate,
-        "workers": f"{args.processes}x{args.threads}",
+        "workers": f"{args.processes}x{args.threads}" if target.label == "ours" else "1 aio_pika consumer",
         "accepted": len(accepted),
         "refused": args.requests - len(accepted),
         "accepted_per_s": len(accepted) / load["elapsed"],
@@ -154,9 +125,48 @@ def main(argv: list[str] | None = None) -> dict:
         "timeline": sorted(durable.values()),
         "started": started_wall,
     }
-    print_report(report)
-    save(report)
-    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=None, help="open loop: requests per second")
+    parser.add_argument("--processes", type=int, default=2, help="dramatiq worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    parser.add_argument("--frame-bytes", type=int, default=6 * 1024, help="raw bytes per frame (x4/3 in base64)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--label", default="ours")
+    parser.add_argument("--baseline", action="store_true", help="also run the demo-style baseline; print ratios")
+    args = parser.parse_args(argv)
+    command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    rng = random.Random(args.seed)
+    payloads = [random_payload(rng, frame_bytes=args.frame_bytes) for _ in range(args.requests)]
+    bodies = [orjson.dumps(payload) for payload in payloads]
+    expected_rows = sum(len(payload["data"]["preds"]) for payload in payloads)
+    print(f"{args.requests} requests, {expected_rows} rows, {sum(map(len, bodies)) / 1e6:.0f} MB of bodies")
+
+    ours = run_target(TARGETS["ours"], args, payloads, bodies, command)
+    ours["label"] = args.label
+    print_report(ours)
+    save(ours)
+    if args.baseline:
+        baseline = run_target(TARGETS["baseline"], args, payloads, bodies, command)
+        print_report(baseline)
+        save(baseline)
+        ours["ratio_to_baseline"] = {
+            "accepted_per_s": ours["accepted_per_s"] / baseline["accepted_per_s"],
+            "rows_per_s_end_to_end": ours["rows_per_s_end_to_end"] / baseline["rows_per_s_end_to_end"],
+        }
+        ratio = ours["ratio_to_baseline"]
+        print(
+            f"\nours / baseline: accepted req/s x{ratio['accepted_per_s']:.2f}, "
+            f"end-to-end rows/s x{ratio['rows_per_s_end_to_end']:.2f} "
+            "(ours with confirms and fsync; the baseline with neither)"
+        )
+        save(ours)
+    return ours
 
 
 def print_report(r: dict) -> None:
@@ -175,6 +185,7 @@ peak RSS (MB):   api {r['peak_rss_mb']['api']:.0f}  worker process {r['peak_rss_
 def save(report: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{report['label']}-{stamp}.json"
     path.write_text(json.dumps({k: v for k, v in report.items() if k != "timeline"}, indent=2))
     print(f"wrote {path}")
