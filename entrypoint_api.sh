@@ -4,6 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 eval "$("$PYTHON" -m config --shell)"
+if [ "$API_WORKERS" -gt 1 ]; then
+  # Several processes: each writes its metrics here and /metrics sums them (prometheus_client multiprocess).
+  export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_DB}-api"
+  rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+fi
 exec "$PYTHON" -m uvicorn app.main:app \
   --host "$API_HOST" --port "$API_PORT" --workers "$API_WORKERS" \
   --loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 10

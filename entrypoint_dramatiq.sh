@@ -12,6 +12,8 @@ cd "$(dirname "$0")"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 eval "$("$PYTHON" -m config --shell)"
 export dramatiq_prom_host="$PROMETHEUS_HOST" dramatiq_prom_port="$PROMETHEUS_PORT" dramatiq_prom_db="$PROMETHEUS_DB"
+# Our own worker metrics (actors/metrics.py) go to the same files Dramatiq's server exposes.
+export PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_DB"
 
 stopping=""
 child=""
@@ -23,9 +25,12 @@ forward() {
 }
 trap forward TERM INT
 
+# Metrics files of an earlier run would be summed into this run's metrics.
+rm -rf "$PROMETHEUS_DB" && mkdir -p "$PROMETHEUS_DB"
 while :; do
-  # Stale multiprocess files from an earlier run would be summed into this run's metrics.
-  rm -rf "$PROMETHEUS_DB" && mkdir -p "$PROMETHEUS_DB"
+  # After a restart, counters keep their totals (Prometheus expects monotonic counters), but the
+  # gauges of the dead processes must go: a killed worker never marked itself dead.
+  rm -f "$PROMETHEUS_DB"/gauge_*
   # setsid: a terminal's Ctrl+C must not reach the CLI besides our forwarded TERM;
   # Dramatiq treats a second signal as "kill now" and would drop in-flight work.
   # shellcheck disable=SC2086  # WORKER_EXTRA_MODULES is a space-separated list

@@ -8,11 +8,13 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 from loguru import logger
 
-from actors import INGEST_QUEUE, settings
+from actors import INGEST_QUEUE, broker, settings
+from actors.metrics import SinkMetrics
 from pipeline.csv_sink import CsvSink
 from pipeline.rows import encode_rows
 
 sink = CsvSink(settings.csv_path)
+broker.add_middleware(SinkMetrics(sink))
 
 
 @dramatiq.actor(queue_name=INGEST_QUEUE)
@@ -22,6 +24,6 @@ def write_detection_rows(payload: dict[str, Any]) -> None:
     Returning is what makes Dramatiq ack, so the rows are on disk first.
     """
     message_id = CurrentMessage.get_current_message().message_id
-    data, _ = encode_rows(message_id, payload)
-    if not sink.append(message_id, data):
+    data, rows = encode_rows(message_id, payload)
+    if not sink.append(message_id, data, rows):
         logger.info("message {} was already committed; redelivery acknowledged without writing", message_id)

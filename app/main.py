@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
+from app.metrics import RequestMetrics, metrics_endpoint
 from app.routers import dead_letters, health, ingest, tasks
 from config import Settings, get_settings
 from logs import configure_logging
@@ -33,11 +34,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: counts 413s too
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(tasks.router)
     app.include_router(dead_letters.router)
     app.include_router(health.router)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from dramatiq import Actor
@@ -10,6 +11,8 @@ from dramatiq.errors import BrokerError
 from fastapi import HTTPException
 from loguru import logger
 from starlette.concurrency import run_in_threadpool
+
+from app.metrics import PUBLISH_DURATION, PUBLISH_FAILURES
 
 #: Seconds a client should wait before retrying a request refused with 503.
 RETRY_AFTER_SECONDS = 1
@@ -38,10 +41,14 @@ async def publish(actor: Actor, *args: Any, message_id: str | None = None) -> st
     try:
         if not broker.queue_ready(message.queue_name):
             await run_in_threadpool(broker.declare_queue, message.queue_name, ensure=True)
+        started = time.perf_counter()
         confirmed = broker.publish_message(message)
         await asyncio.wait_for(asyncio.wrap_future(confirmed), broker.publish_timeout)
     except (BrokerError, TimeoutError) as error:
-        reason = "no confirm in time" if isinstance(error, TimeoutError) else str(error)
+        timed_out = isinstance(error, TimeoutError)
+        reason = "no confirm in time" if timed_out else str(error)
+        PUBLISH_FAILURES.labels(message.queue_name, "timeout" if timed_out else type(error).__name__).inc()
         logger.warning("publish of {} to {} refused: {}", message.message_id, message.queue_name, reason)
         raise broker_unavailable(reason) from None
+    PUBLISH_DURATION.labels(message.queue_name).observe(time.perf_counter() - started)
     return message.message_id

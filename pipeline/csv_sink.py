@@ -36,7 +36,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,10 +143,21 @@ def scan_complete_messages(lines: Iterable[bytes], start: int) -> tuple[list[tup
     return entries, good_end
 
 
+@dataclass(frozen=True)
+class CommitReport:
+    """What one group commit did; handed to the sink's observer (metrics)."""
+
+    messages_written: int
+    rows_written: int
+    duplicates: int
+    fsync_seconds: float
+
+
 @dataclass(eq=False)
 class PendingAppend:
     message_id: str
     data: bytes
+    rows: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     written: bool = False
     error: BaseException | None = None
@@ -167,8 +178,9 @@ class DurableCsvFile:
         os.close(self._fd)
         os.close(self._lock_fd)
 
-    def commit(self, batch: list[PendingAppend]) -> None:
+    def commit(self, batch: list[PendingAppend]) -> CommitReport:
         """Write the batch's new messages, flush them, record them; mark each pending."""
+        fsync_seconds = 0.0
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             end = self._recover()
@@ -185,10 +197,19 @@ class DurableCsvFile:
                 pending.written = True
             if parts:
                 _write_all(self._fd, parts)
+                started = time.perf_counter()
                 os.fdatasync(self._fd)
+                fsync_seconds = time.perf_counter() - started
                 self._ledger.record(entries)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        written = [pending for pending in batch if pending.written]
+        return CommitReport(
+            messages_written=len(written),
+            rows_written=sum(pending.rows for pending in written),
+            duplicates=len(batch) - len(written),
+            fsync_seconds=fsync_seconds,
+        )
 
     def _recover(self) -> int:
         """Bring file and ledger into agreement; return the file's committed end."""
@@ -243,16 +264,18 @@ class CsvSink:
     fork, because Dramatiq's CLI forks worker processes after import.
     """
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, observer: Callable[[CommitReport], None] | None = None):
         self.path = Path(path)
+        #: Called from the committer thread after every group commit (e.g. to update metrics).
+        self.observer = observer
         self._queue: queue.SimpleQueue[PendingAppend] = queue.SimpleQueue()
         self._start_lock = threading.Lock()
         self._owner_pid: int | None = None
 
-    def append(self, message_id: str, data: bytes) -> bool:
+    def append(self, message_id: str, data: bytes, rows: int = 0) -> bool:
         """Commit one message's rows; False when that message was already committed."""
         self._ensure_committer()
-        pending = PendingAppend(message_id, data)
+        pending = PendingAppend(message_id, data, rows)
         self._queue.put(pending)
         pending.done.wait()
         if pending.error is not None:
@@ -283,7 +306,12 @@ class CsvSink:
                 size += len(pending.data)
             try:
                 file = file or DurableCsvFile(self.path)
-                file.commit(batch)
+                report = file.commit(batch)
+                if self.observer is not None:
+                    try:
+                        self.observer(report)
+                    except Exception:  # metrics must never fail a commit
+                        logger.exception("sink observer failed")
             except BaseException as error:  # hand every failure to the waiting actors
                 for pending in batch:
                     pending.written = False

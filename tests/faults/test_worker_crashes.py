@@ -72,6 +72,10 @@ def test_worker_killed_after_writing_before_acking_writes_no_duplicate_rows(make
     assert killed in accepted
     log = stack.workers_log.read_text()
     assert f"message {killed} was already committed" in log, "the redelivery must be recognised"
+    from tests.integration.test_metrics import metric
+
+    wait_for(lambda: metric(stack.metrics_url, "ingest_duplicate_messages_total") >= 1, timeout=30,
+             what="the suppressed duplicate in the worker metrics")
     wait_for(lambda: "restarting" in stack.workers_log.read_text(), timeout=60, what="the supervisor to restart")
     stack.wait_for_consumers()
 

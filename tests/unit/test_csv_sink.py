@@ -179,3 +179,15 @@ def test_merging_shards_keeps_each_row_once(tmp_path):
     append(CsvSink(two), "m-3", body(random.Random(14), preds=2))
     assert merge_shards([one, two], tmp_path / "merged.csv") == 6
     assert_exactly(tmp_path / "merged.csv", {"m-1": 3, "m-2": 1, "m-3": 2})
+
+
+def test_the_observer_hears_rows_written_duplicates_and_fsync_time(tmp_path):
+    reports = []
+    sink = CsvSink(tmp_path / "data.csv", observer=reports.append)
+    data = encode_rows("m-1", body(random.Random(15), preds=3))[0]
+    assert sink.append("m-1", data, rows=3)
+    assert not sink.append("m-1", data, rows=3)
+    assert sum(report.rows_written for report in reports) == 3
+    assert sum(report.messages_written for report in reports) == 1
+    assert sum(report.duplicates for report in reports) == 1
+    assert reports[0].fsync_seconds > 0
