@@ -145,7 +145,7 @@ def scan_complete_messages(lines: Iterable[bytes], start: int) -> tuple[list[tup
 
 @dataclass(frozen=True)
 class CommitReport:
-    """What one group commit did; handed to the sink's observer (metrics)."""
+    """What one group commit did; handed to the sink's observers (metrics, shared stats)."""
 
     messages_written: int
     rows_written: int
@@ -171,7 +171,13 @@ class DurableCsvFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        self._ledger = Ledger(Path(f"{self.path}.ledger"))
+        # Under the lock: two processes creating the ledger at once (its first commit) would
+        # race on switching it to WAL, and SQLite answers the loser "database is locked".
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._ledger = Ledger(Path(f"{self.path}.ledger"))
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         self._ledger.close()
@@ -264,10 +270,11 @@ class CsvSink:
     fork, because Dramatiq's CLI forks worker processes after import.
     """
 
-    def __init__(self, path: Path | str, observer: Callable[[CommitReport], None] | None = None):
+    def __init__(self, path: Path | str, observers: Iterable[Callable[[CommitReport], None]] = ()):
         self.path = Path(path)
-        #: Called from the committer thread after every group commit (e.g. to update metrics).
-        self.observer = observer
+        #: Called from the committer thread after every group commit (metrics, shared stats):
+        #: they must be quick and must not block.
+        self.observers = list(observers)
         self._queue: queue.SimpleQueue[PendingAppend] = queue.SimpleQueue()
         self._start_lock = threading.Lock()
         self._owner_pid: int | None = None
@@ -307,9 +314,9 @@ class CsvSink:
             try:
                 file = file or DurableCsvFile(self.path)
                 report = file.commit(batch)
-                if self.observer is not None:
+                for observer in self.observers:
                     try:
-                        self.observer(report)
+                        observer(report)
                     except Exception:  # metrics must never fail a commit
                         logger.exception("sink observer failed")
             except BaseException as error:  # hand every failure to the waiting actors

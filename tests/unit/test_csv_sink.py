@@ -75,6 +75,24 @@ def test_many_processes_and_threads_append_without_interleaving_or_loss(tmp_path
     assert_exactly(path, expected)
 
 
+def _open_at_once(path: str, barrier) -> None:
+    barrier.wait()
+    DurableCsvFile(Path(path)).close()  # raises (exit code 1) if the ledger set-up races
+
+
+def test_processes_opening_a_new_sink_at_the_same_moment_all_succeed(tmp_path):
+    context = multiprocessing.get_context("fork")
+    for round_ in range(15):  # the race (SQLite "database is locked" on the WAL switch) is narrow
+        path = tmp_path / f"round-{round_}" / "data.csv"
+        barrier = context.Barrier(4)
+        processes = [context.Process(target=_open_at_once, args=(str(path), barrier)) for _ in range(4)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(30)
+        assert [process.exitcode for process in processes] == [0, 0, 0, 0], f"round {round_}"
+
+
 def test_a_message_appended_twice_is_written_once(tmp_path):
     sink = CsvSink(tmp_path / "data.csv")
     payload = body(random.Random(1), preds=3)
@@ -183,7 +201,7 @@ def test_merging_shards_keeps_each_row_once(tmp_path):
 
 def test_the_observer_hears_rows_written_duplicates_and_fsync_time(tmp_path):
     reports = []
-    sink = CsvSink(tmp_path / "data.csv", observer=reports.append)
+    sink = CsvSink(tmp_path / "data.csv", observers=[reports.append])
     data = encode_rows("m-1", body(random.Random(15), preds=3))[0]
     assert sink.append("m-1", data, rows=3)
     assert not sink.append("m-1", data, rows=3)
