@@ -12,6 +12,7 @@ import shlex
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,6 +77,10 @@ class Settings(BaseSettings):
     max_countdown_seconds: int = Field(3600, ge=1, description="Longest countdown POST /tasks accepts.")
 
     log_level: str = Field("INFO", description="loguru level: DEBUG, INFO, WARNING, ...")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object per line (for log shippers); `text`: for people."
+    )
+    access_log: bool = Field(True, description="The API logs one line per request, with its X-Request-ID.")
 
 
 @lru_cache

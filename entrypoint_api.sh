@@ -11,4 +11,5 @@ if [ "$API_WORKERS" -gt 1 ]; then
 fi
 exec "$PYTHON" -m uvicorn app.main:app \
   --host "$API_HOST" --port "$API_PORT" --workers "$API_WORKERS" \
-  --loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 10
+  --loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 10 \
+  --log-config app/uvicorn_logging.json  # uvicorn's lines in LOG_FORMAT too; the app logs accesses itself

@@ -34,7 +34,8 @@ while :; do
   # setsid: a terminal's Ctrl+C must not reach the CLI besides our forwarded TERM;
   # Dramatiq treats a second signal as "kill now" and would drop in-flight work.
   # shellcheck disable=SC2086  # WORKER_EXTRA_MODULES is a space-separated list
-  setsid "$PYTHON" -m dramatiq actors $WORKER_EXTRA_MODULES --processes "$WORKER_PROCESSES" \
+  # `-m logs dramatiq` is the dramatiq CLI with its own log lines in LOG_FORMAT too (logs.py).
+  setsid "$PYTHON" -m logs dramatiq actors $WORKER_EXTRA_MODULES --processes "$WORKER_PROCESSES" \
     --threads "$WORKER_THREADS" --worker-shutdown-timeout 30000 &
   child=$!
   # A trapped signal interrupts `wait` (status 128+n); wait again for the CLI's own exit status.

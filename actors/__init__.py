@@ -13,7 +13,7 @@ from config import Settings, get_settings
 from logs import configure_logging
 
 settings = get_settings()
-configure_logging(settings.log_level)
+configure_logging(settings.log_level, settings.log_format)
 
 # Dramatiq's Prometheus middleware reads these once, at import: set them first.
 os.environ["dramatiq_prom_host"] = settings.prometheus_host
@@ -34,6 +34,8 @@ from dramatiq.middleware.prometheus import Prometheus  # noqa: E402
 
 from actors.dead_letters import DeadLetterReasons  # noqa: E402
 from actors.encoding import OrjsonEncoder  # noqa: E402
+from actors.log_context import LogContext  # noqa: E402
+from actors.stats import SharedStats, namespace_for  # noqa: E402
 from actors.publisher import ConfirmedRabbitmqBroker  # noqa: E402
 
 #: Detections get their own queue so long background tasks never delay rows.
@@ -63,6 +65,8 @@ def build_broker(settings: Settings) -> ConfirmedRabbitmqBroker:
     """
     middleware = [
         Prometheus(),
+        # Before Retries in this list, so its after-hooks run after Retries' (they run in reverse).
+        SharedStats(settings.redis_url, namespace_for(settings.rabbitmq_url)),
         AgeLimit(),
         TimeLimit(),
         ShutdownNotifications(),
@@ -74,6 +78,7 @@ def build_broker(settings: Settings) -> ConfirmedRabbitmqBroker:
             max_backoff=settings.max_backoff_ms,
         ),
         CurrentMessage(),
+        LogContext(),
         DeadLetterReasons(settings.redis_url),
     ]
     # send() returns only once RabbitMQ has confirmed the persistent message.

@@ -10,11 +10,14 @@ from loguru import logger
 
 from actors import INGEST_QUEUE, broker, settings
 from actors.metrics import SinkMetrics
+from actors.stats import SharedStats
 from pipeline.csv_sink import CsvSink
 from pipeline.rows import encode_rows
 
 sink = CsvSink(settings.csv_path)
 broker.add_middleware(SinkMetrics(sink))
+# The shared status counters hear what the sink committed.
+sink.observers.extend(m.observe for m in broker.middleware if isinstance(m, SharedStats))
 
 
 @dramatiq.actor(queue_name=INGEST_QUEUE)
@@ -25,5 +28,7 @@ def write_detection_rows(payload: dict[str, Any]) -> None:
     """
     message_id = CurrentMessage.get_current_message().message_id
     data, rows = encode_rows(message_id, payload)
-    if not sink.append(message_id, data, rows):
-        logger.info("message {} was already committed; redelivery acknowledged without writing", message_id)
+    if sink.append(message_id, data, rows):
+        logger.info("wrote {} rows", rows)
+    else:
+        logger.info("already committed; redelivery acknowledged without writing")

@@ -13,6 +13,7 @@ from loguru import logger
 from starlette.concurrency import run_in_threadpool
 
 from app.metrics import PUBLISH_DURATION, PUBLISH_FAILURES
+from logs import REQUEST_ID
 
 #: Seconds a client should wait before retrying a request refused with 503.
 RETRY_AFTER_SECONDS = 1
@@ -31,11 +32,13 @@ async def publish(actor: Actor, *args: Any, message_id: str | None = None) -> st
 
     Waits on the event loop, not in a thread: handing the message to the
     broker's publisher never blocks, so a slow or absent broker costs the API
-    no thread. `message_id` fixes the id (Idempotency-Key). Answers 503 when
+    no thread. `message_id` fixes the id (Idempotency-Key); the request's X-Request-ID
+    travels in the message options. Answers 503 when
     RabbitMQ is unreachable or does not confirm within PUBLISH_TIMEOUT_SECONDS.
     """
     broker = actor.broker
-    message = actor.message(*args)
+    request_id = REQUEST_ID.get()
+    message = actor.message_with_options(args=args, **({"request_id": request_id} if request_id else {}))
     if message_id is not None:
         message = message.copy(message_id=message_id)
     try:

@@ -71,7 +71,9 @@ def test_worker_killed_after_writing_before_acking_writes_no_duplicate_rows(make
     killed = marker.read_text()
     assert killed in accepted
     log = stack.workers_log.read_text()
-    assert f"message {killed} was already committed" in log, "the redelivery must be recognised"
+    assert any(
+        "already committed" in line and f"message_id={killed}" in line for line in log.splitlines()
+    ), "the redelivery must be recognised"
     from tests.integration.test_metrics import metric
 
     wait_for(lambda: metric(stack.metrics_url, "ingest_duplicate_messages_total") >= 1, timeout=30,

@@ -31,4 +31,5 @@ def test_countdown_is_answered_at_once_and_counted_down_by_a_worker(stack):
         what="the countdown to finish in a worker",
     )
     lines = [line for line in log.splitlines() if f"countdown {message_id}:" in line]
-    assert [line.split(f"countdown {message_id}: ")[1] for line in lines] == ["3 s left", "2 s left", "1 s left", "done"]
+    assert all(f"message_id={message_id}" in line for line in lines), "worker lines name their message"
+    assert [line.split(f"countdown {message_id}: ")[1].split(" | ")[0] for line in lines] == ["3 s left", "2 s left", "1 s left", "done"]

@@ -1,0 +1,67 @@
+"""X-Request-ID: one id per request, from the client or made here, carried to the workers.
+
+The id is set for the request's log lines (logs.REQUEST_ID), echoed in the
+response, and `app.publishing` puts it into the message's options, so the
+worker's log lines for that message carry it too.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from loguru import logger
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from logs import log_context
+
+HEADER = b"x-request-id"
+#: A client's id is kept only if it is safe to log and to put in a header: short, visible ASCII.
+_ACCEPTABLE = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == HEADER:
+            if _ACCEPTABLE.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    """Give each HTTP request an id; log one access line with it when `access_log` is on."""
+
+    def __init__(self, app: ASGIApp, access_log: bool = True):
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(scope["headers"])
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (HEADER, request_id.encode("ascii"))]
+            await send(message)
+
+        with log_context(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                if self.access_log:
+                    fields = {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    }
+                    # The fields are also bound, so LOG_FORMAT=json carries them as keys.
+                    logger.bind(**fields).info("{method} {path} {status} {duration_ms} ms", **fields)
