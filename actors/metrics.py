@@ -38,7 +38,7 @@ class SinkMetrics(Middleware):
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=registry,
         )
-        self.sink.observer = self.observe
+        self.sink.observers.append(self.observe)
 
     def observe(self, report: CommitReport) -> None:
         self.rows.inc(report.rows_written)

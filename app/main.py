@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.metrics import RequestMetrics, metrics_endpoint
-from app.routers import dead_letters, health, ingest, tasks
+from app.request_context import RequestContext
+from app.routers import dead_letters, health, ingest, status, tasks
 from config import Settings, get_settings
 from logs import configure_logging
 
@@ -26,7 +27,7 @@ async def _connect_publisher(app: FastAPI):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = FastAPI(
         lifespan=_connect_publisher,
         title="Detections ingest",
@@ -34,13 +35,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, access_log=settings.access_log)
     app.add_middleware(RequestMetrics)  # outermost: counts 413s too
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(tasks.router)
     app.include_router(dead_letters.router)
     app.include_router(health.router)
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.include_router(status.router)
+    # An API route (not a bare one), so request metrics label it by its template like the rest.
+    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app
 
 

@@ -1,0 +1,133 @@
+"""Totals of what every worker did, on every host, kept in Redis for the status page.
+
+Prometheus counters live per process (and per host); an API process cannot
+sum them. These few counters go to Redis instead, under a namespace per
+RabbitMQ vhost (one deployment), so any API process answers `GET /status`
+with the same numbers. They are for people, not for accounting: the CSV and
+its ledger are the record. Increments are added up in memory and flushed by a
+background thread twice a second, so the sink's commit path never waits on
+Redis, and a Redis outage only delays them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from urllib.parse import unquote, urlsplit
+
+import redis
+from dramatiq.middleware import Middleware
+from loguru import logger
+
+from pipeline.csv_sink import CommitReport
+
+#: Totals (a Redis hash) and the per-second buckets behind messages/s.
+TOTALS = ("rows_written", "messages_written", "duplicates", "retries", "dead_lettered")
+#: messages/s is averaged over this many whole seconds...
+RATE_WINDOW_SECONDS = 5
+#: ...ending this many seconds ago, so that every flush of those seconds has landed.
+RATE_LAG_SECONDS = 2
+FLUSH_INTERVAL_SECONDS = 0.5
+BUCKET_TTL_SECONDS = 120
+
+
+def namespace_for(rabbitmq_url: str) -> str:
+    """One namespace per vhost: the vhost is what separates deployments (and test runs)."""
+    vhost = unquote(urlsplit(rabbitmq_url).path[1:]) or "/"
+    return f"ingest-stats:{vhost}"
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+class SharedStats(Middleware):
+    """Count rows and messages written (via the sink), retries and dead letters, into Redis."""
+
+    def __init__(self, redis_url: str, namespace: str):
+        self.redis_url = redis_url
+        self.namespace = namespace
+        self._pending: Counter[str] = Counter()  # totals
+        self._per_second: Counter[int] = Counter()  # messages written, by epoch second
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._warned_at = 0.0
+        self._client: redis.Redis | None = None
+
+    # Sources -------------------------------------------------------------------------------
+
+    def observe(self, report: CommitReport) -> None:
+        """A CsvSink observer: called by its committer thread after each group commit."""
+        self._add(
+            rows_written=report.rows_written, messages_written=report.messages_written, duplicates=report.duplicates
+        )
+        if report.messages_written:
+            with self._lock:
+                self._per_second[int(time.time())] += report.messages_written
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        # Listed before Retries, so this runs after it: a failure it did not give up on is a retry.
+        if exception is not None and not message.failed:
+            self._add(retries=1)
+
+    def after_nack(self, broker, message) -> None:
+        self._add(dead_lettered=1)
+
+    # Flushing ------------------------------------------------------------------------------
+
+    def after_worker_boot(self, broker, worker) -> None:
+        self._stop.clear()
+        self._flusher = threading.Thread(target=self._flush_forever, name="stats-flusher", daemon=True)
+        self._flusher.start()
+
+    def after_worker_shutdown(self, broker, worker) -> None:
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=2)
+        self.flush()
+
+    def _add(self, **counts: int) -> None:
+        with self._lock:
+            self._pending.update({name: n for name, n in counts.items() if n})
+
+    def _flush_forever(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+            per_second, self._per_second = self._per_second, Counter()
+        if not pending and not per_second:
+            return
+        try:
+            self._client = self._client or redis_client(self.redis_url)
+            pipe = self._client.pipeline(transaction=False)
+            for name, count in pending.items():
+                pipe.hincrby(f"{self.namespace}:totals", name, count)
+            for second, count in per_second.items():
+                pipe.incrby(f"{self.namespace}:messages:{second}", count)
+                pipe.expire(f"{self.namespace}:messages:{second}", BUCKET_TTL_SECONDS)
+            pipe.execute()
+        except redis.RedisError as error:
+            with self._lock:  # kept for the next flush
+                self._pending.update(pending)
+                self._per_second.update(per_second)
+            if time.monotonic() - self._warned_at > 60:
+                self._warned_at = time.monotonic()
+                logger.warning("status counters not flushed to Redis (kept for later): {!r}", error)
+
+
+def read_stats(client: redis.Redis, namespace: str, now: float | None = None) -> dict[str, float]:
+    """The totals, plus messages/s over the last RATE_WINDOW_SECONDS whole seconds."""
+    newest = int(now if now is not None else time.time()) - RATE_LAG_SECONDS
+    seconds = range(newest - RATE_WINDOW_SECONDS + 1, newest + 1)
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(f"{namespace}:totals", list(TOTALS))
+    pipe.mget([f"{namespace}:messages:{second}" for second in seconds])
+    totals, buckets = pipe.execute()
+    stats: dict[str, float] = {name: int(value or 0) for name, value in zip(TOTALS, totals)}
+    stats["messages_per_second"] = round(sum(int(b or 0) for b in buckets) / RATE_WINDOW_SECONDS, 1)
+    return stats

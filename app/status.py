@@ -1,0 +1,115 @@
+"""What `GET /status` and the status page show: queues from RabbitMQ, totals from Redis.
+
+Queue depths and consumer counts are asked of RabbitMQ itself (passive
+queue declarations over one kept connection), so they hold for every host;
+totals come from the workers' shared counters (actors/stats.py). Each part
+degrades on its own: with Redis down the queues still show, and the other way
+round. Answers are cached for a second, so many open pages cost the broker
+one question per second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pika
+import redis
+from dramatiq.common import dq_name, xq_name
+from loguru import logger
+from pika.exceptions import AMQPError, ChannelClosedByBroker
+
+from actors.stats import TOTALS, read_stats, redis_client
+
+CACHE_SECONDS = 1.0
+
+
+class QueueProbe:
+    """Ready messages and consumers of queues, over one lazily (re)opened connection."""
+
+    def __init__(self, parameters: pika.ConnectionParameters):
+        self.parameters = parameters
+        self._connection: pika.BlockingConnection | None = None
+        self._channel = None
+
+    def _open_channel(self):
+        if self._connection is None or self._connection.is_closed:
+            self._connection = pika.BlockingConnection(self.parameters)
+        if self._channel is None or self._channel.is_closed:
+            self._channel = self._connection.channel()
+        return self._channel
+
+    def declare(self, queue: str) -> tuple[int, int]:
+        """(ready messages, consumers); (0, 0) for a queue that does not exist yet."""
+        try:
+            frame = self._open_channel().queue_declare(queue, passive=True)
+        except ChannelClosedByBroker as error:
+            if error.reply_code == 404:
+                return 0, 0
+            raise
+        return frame.method.message_count, frame.method.consumer_count
+
+    def close(self) -> None:
+        try:
+            if self._connection is not None and self._connection.is_open:
+                self._connection.close()
+        except AMQPError:
+            pass
+        self._connection = self._channel = None
+
+
+class StatusReader:
+    def __init__(self, parameters: pika.ConnectionParameters, redis_url: str, namespace: str, queues: list[str]):
+        self.probe = QueueProbe(parameters)
+        self.redis_url = redis_url
+        self.namespace = namespace
+        self.queues = queues
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, Any]] | None = None
+        self._redis: redis.Redis | None = None
+
+    def read(self) -> dict[str, Any]:
+        """Blocking (RabbitMQ and Redis round trips): call from a thread."""
+        with self._lock:
+            if self._cached is not None and time.monotonic() - self._cached[0] < CACHE_SECONDS:
+                return self._cached[1]
+            queues, rabbitmq = self._queues()
+            totals, redis_state = self._totals()
+            status = {
+                "queues": queues,
+                "workers": queues[self.queues[0]]["consumers"] if queues else None,
+                "dead_letters": sum(q["dead_letters"] for q in queues.values()) if queues else None,
+                **totals,
+                "rabbitmq": rabbitmq,
+                "redis": redis_state,
+            }
+            self._cached = (time.monotonic(), status)
+            return status
+
+    def _queues(self) -> tuple[dict[str, dict[str, int]], str]:
+        for attempt in (1, 2):  # a connection the broker closed while idle is reopened once
+            try:
+                queues = {}
+                for queue in self.queues:
+                    ready, consumers = self.probe.declare(queue)
+                    queues[queue] = {
+                        "ready": ready,
+                        "consumers": consumers,
+                        "delayed": self.probe.declare(dq_name(queue))[0],
+                        "dead_letters": self.probe.declare(xq_name(queue))[0],
+                    }
+                return queues, "ok"
+            except (AMQPError, OSError) as error:
+                self.probe.close()
+                failure = f"unavailable: {error!r}"
+        logger.warning("status: RabbitMQ {}", failure)
+        return {}, failure
+
+    def _totals(self) -> tuple[dict[str, Any], str]:
+        try:
+            self._redis = self._redis or redis_client(self.redis_url)
+            return read_stats(self._redis, self.namespace), "ok"
+        except redis.RedisError as error:
+            logger.warning("status: Redis unavailable: {!r}", error)
+            return {name: None for name in (*TOTALS, "messages_per_second")}, f"unavailable: {error!r}"
