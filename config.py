@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # Idempotency-Key bookkeeping (Redis). Rows stay exactly-once without it; it lets a retry be
     # answered "duplicate" without publishing, and refuses a key reused for another body.
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for Idempotency-Key records.")
+    status_ttl_seconds: int = Field(
+        24 * 3600, ge=60, description="How long a message's status and result stay readable (Redis)."
+    )
     idempotency_ttl_seconds: int = Field(
         7 * 24 * 3600, ge=1, description="How long an Idempotency-Key is remembered."
     )

@@ -31,10 +31,12 @@ from dramatiq.middleware import (  # noqa: E402
     TimeLimit,
 )
 from dramatiq.middleware.prometheus import Prometheus  # noqa: E402
+from dramatiq.results import Results  # noqa: E402
 
 from actors.dead_letters import DeadLetterReasons  # noqa: E402
 from actors.encoding import OrjsonEncoder  # noqa: E402
 from actors.log_context import LogContext  # noqa: E402
+from actors.message_status import MessageLifecycle, StatusResultBackend, StatusWriter  # noqa: E402
 from actors.stats import SharedStats, namespace_for  # noqa: E402
 from actors.publisher import ConfirmedRabbitmqBroker  # noqa: E402
 
@@ -57,7 +59,9 @@ def url_with_timeouts(url: str, seconds: float) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def build_broker(settings: Settings) -> ConfirmedRabbitmqBroker:
+def build_broker(
+    settings: Settings, lifecycle: MessageLifecycle, result_backend: StatusResultBackend
+) -> ConfirmedRabbitmqBroker:
     """RabbitMQ broker with pipelined publisher confirms and our middleware.
 
     Dramatiq 2.x no longer adds Prometheus by default, and CurrentMessage
@@ -72,6 +76,8 @@ def build_broker(settings: Settings) -> ConfirmedRabbitmqBroker:
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
+        # Before Retries too, for the same reason: it must see whether a failure will be retried.
+        lifecycle,
         Retries(
             max_retries=settings.max_retries,
             min_backoff=settings.min_backoff_ms,
@@ -80,6 +86,8 @@ def build_broker(settings: Settings) -> ConfirmedRabbitmqBroker:
         CurrentMessage(),
         LogContext(),
         DeadLetterReasons(settings.redis_url),
+        # What actors return (and final exceptions), for GET /api/{id} and /tasks/{id}.
+        Results(backend=result_backend, store_results=True, result_ttl=settings.status_ttl_seconds * 1000),
     ]
     # send() returns only once RabbitMQ has confirmed the persistent message.
     url = url_with_timeouts(settings.rabbitmq_url, settings.publish_timeout_seconds)
@@ -87,7 +95,11 @@ def build_broker(settings: Settings) -> ConfirmedRabbitmqBroker:
 
 
 dramatiq.set_encoder(OrjsonEncoder())
-broker = build_broker(settings)
+status_writer = StatusWriter(settings.redis_url, namespace_for(settings.rabbitmq_url), settings.status_ttl_seconds)
+result_backend = StatusResultBackend(status_writer, settings.redis_url)
+#: Actors report progress through it (`lifecycle.report_progress`).
+lifecycle = MessageLifecycle(status_writer, settings.max_retries)
+broker = build_broker(settings, lifecycle, result_backend)
 dramatiq.set_broker(broker)
 
 from actors import ingest, tasks  # noqa: E402,F401  (registers the actors)

@@ -21,8 +21,8 @@ sink.observers.extend(m.observe for m in broker.middleware if isinstance(m, Shar
 
 
 @dramatiq.actor(queue_name=INGEST_QUEUE)
-def write_detection_rows(payload: dict[str, Any]) -> None:
-    """Append one row per pred.
+def write_detection_rows(payload: dict[str, Any]) -> dict[str, Any]:
+    """Append one row per pred; the result is what GET /api/{message_id} shows.
 
     Returning is what makes Dramatiq ack, so the rows are on disk first.
     """
@@ -30,5 +30,6 @@ def write_detection_rows(payload: dict[str, Any]) -> None:
     data, rows = encode_rows(message_id, payload)
     if sink.append(message_id, data, rows):
         logger.info("wrote {} rows", rows)
-    else:
-        logger.info("already committed; redelivery acknowledged without writing")
+        return {"rows_written": rows, "duplicate": False}
+    logger.info("already committed; redelivery acknowledged without writing")
+    return {"rows_written": 0, "duplicate": True}

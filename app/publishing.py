@@ -12,6 +12,7 @@ from fastapi import HTTPException
 from loguru import logger
 from starlette.concurrency import run_in_threadpool
 
+from actors import status_writer
 from app.metrics import PUBLISH_DURATION, PUBLISH_FAILURES
 from logs import REQUEST_ID
 
@@ -54,4 +55,5 @@ async def publish(actor: Actor, *args: Any, message_id: str | None = None) -> st
         logger.warning("publish of {} to {} refused: {}", message.message_id, message.queue_name, reason)
         raise broker_unavailable(reason) from None
     PUBLISH_DURATION.labels(message.queue_name).observe(time.perf_counter() - started)
+    status_writer.queued([message])  # buffered: GET /api/{id} says `queued` from now on
     return message.message_id

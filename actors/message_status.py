@@ -1,0 +1,248 @@
+"""Where each message is in its life: queued, running, retrying, succeeded, failed, dead-lettered.
+
+Dramatiq's Results middleware keeps what an actor returned (or its final
+exception), but not the states before that, the attempt count or the last
+error of a retry: those are recorded here, in one Redis hash per message
+(`message-status:<namespace>:<message id>`), expiring after
+STATUS_TTL_SECONDS. The API writes `queued` once RabbitMQ confirmed the
+message; the workers write the rest. Writes are queued in memory and sent by
+one background thread per process every few milliseconds, so neither a
+request nor an actor ever waits on Redis for bookkeeping; a Redis outage loses
+status detail, never a message or a row.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import redis
+from dramatiq.message import Message
+from dramatiq.results import ResultFailure
+from dramatiq.results.backend import Missing, ResultBackend
+from dramatiq.results.result import unwrap_result
+from dramatiq.middleware import Middleware
+from loguru import logger
+
+FLUSH_INTERVAL_SECONDS = 0.02
+#: Bound on writes waiting for Redis (an outage); past it the oldest are dropped, with a warning.
+MAX_PENDING_WRITES = 200_000
+#: A longer error message is cut: it is for people, and the hash should stay small.
+MAX_ERROR_LENGTH = 2000
+
+QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, DEAD_LETTERED = (
+    "queued", "running", "retrying", "succeeded", "failed", "dead-lettered"
+)
+
+
+def status_key(namespace: str, message_id: str) -> str:
+    return f"message-status:{namespace}:{message_id}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _error_text(error: BaseException | None) -> str:
+    text = f"{type(error).__name__}: {error}" if error is not None else "rejected"
+    return text[:MAX_ERROR_LENGTH]
+
+
+class StatusWriter:
+    """Buffered, ordered HSETs to Redis from a background thread (one per process, fork-safe)."""
+
+    def __init__(self, redis_url: str, namespace: str, ttl_seconds: int):
+        self.redis_url = redis_url
+        self.namespace = namespace
+        self.ttl_seconds = ttl_seconds
+        self._pending: deque[tuple[str, dict[str, Any], bool]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._owner_pid: int | None = None
+        self._client: redis.Redis | None = None
+        self._warned_at = 0.0
+
+    def record(self, message_id: str, fields: dict[str, Any], *, only_if_new: bool = False) -> None:
+        """Set fields of one message's record; `only_if_new` sets `state` only if it has none yet."""
+        self._ensure_flusher()
+        with self._lock:
+            if len(self._pending) >= MAX_PENDING_WRITES:
+                self._pending.popleft()
+                self._warn("status writes dropped: Redis has been unreachable for too long")
+            self._pending.append((message_id, fields, only_if_new))
+
+    def queued(self, messages: Iterable[Message]) -> None:
+        """Called by the API for messages RabbitMQ has confirmed."""
+        now = _now_ms()
+        for message in messages:
+            self.record(
+                message.message_id,
+                {"state": QUEUED, "queue": message.queue_name, "actor": message.actor_name, "enqueued_at": now},
+                only_if_new=True,  # a fast worker may already have written `running` or more
+            )
+
+    def _ensure_flusher(self) -> None:
+        if self._owner_pid == os.getpid():
+            return
+        with self._lock:
+            if self._owner_pid != os.getpid():
+                self._pending.clear()  # a forked child does not inherit its parent's duty
+                self._client = None
+                threading.Thread(target=self._flush_forever, name="status-writer", daemon=True).start()
+                self._owner_pid = os.getpid()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL_SECONDS)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
+        if not batch:
+            return
+        try:
+            self._client = self._client or redis.Redis.from_url(
+                self.redis_url, socket_timeout=1, socket_connect_timeout=1
+            )
+            pipe = self._client.pipeline(transaction=False)
+            for message_id, fields, only_if_new in batch:
+                key = status_key(self.namespace, message_id)
+                values = {name: _encode(value) for name, value in fields.items()}
+                if only_if_new:
+                    state = values.pop("state")
+                    pipe.hsetnx(key, "state", state)
+                if values:
+                    pipe.hset(key, mapping=values)
+                pipe.expire(key, self.ttl_seconds)
+            pipe.execute()
+        except redis.RedisError as error:
+            with self._lock:
+                self._pending.extendleft(reversed(batch))  # in order, before newer writes
+                while len(self._pending) > MAX_PENDING_WRITES:
+                    self._pending.popleft()
+            self._warn(f"message status not written to Redis yet (kept for later): {error!r}")
+
+    def _warn(self, text: str) -> None:
+        if time.monotonic() - self._warned_at > 60:
+            self._warned_at = time.monotonic()
+            logger.warning(text)
+
+
+def _encode(value: Any) -> str | int:
+    if isinstance(value, (str, int)):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def read_status(client: redis.Redis, namespace: str, message_id: str) -> dict[str, Any] | None:
+    """The record as stored (JSON fields decoded), or None when unknown or expired."""
+    raw = client.hgetall(status_key(namespace, message_id))
+    if not raw:
+        return None
+    record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    for name in ("attempts", "enqueued_at", "started_at", "finished_at"):
+        if name in record:
+            record[name] = int(record[name])
+    if "progress" in record:
+        record["progress"] = orjson.loads(record["progress"])
+    if "result" in record:
+        result = orjson.loads(record.pop("result"))
+        try:
+            record["result"] = unwrap_result(result)
+        except ResultFailure as failure:  # what Results stores for a message given up on
+            record.setdefault("last_error", f"{failure.orig_exc_type}: {failure.orig_exc_msg}")
+    return record
+
+
+class MessageLifecycle(Middleware):
+    """Record each state change of every message (workers).
+
+    Listed before Retries so that its after-hooks run after Retries' (they run
+    in reverse order), when `message.failed` says whether a failure will be retried.
+    """
+
+    def __init__(self, writer: StatusWriter, max_retries: int):
+        self.writer = writer
+        self.max_retries = max_retries
+        self._local = threading.local()
+
+    def before_process_message(self, broker, message) -> None:
+        self._local.message_id = message.message_id
+        self.writer.record(
+            message.message_id,
+            {
+                "state": RUNNING,
+                "queue": message.queue_name,
+                "actor": message.actor_name,
+                "attempts": message.options.get("retries", 0) + 1,
+                "started_at": _now_ms(),
+            },
+        )
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        self._local.message_id = None
+        if exception is None:
+            self.writer.record(message.message_id, {"state": SUCCEEDED, "finished_at": _now_ms()})
+        elif not message.failed:
+            self.writer.record(message.message_id, {"state": RETRYING, "last_error": _error_text(exception)})
+        # A failure Retries gave up on ends in after_nack.
+
+    def after_skip_message(self, broker, message) -> None:
+        self._local.message_id = None
+
+    def after_nack(self, broker, message) -> None:
+        error = getattr(message, "_exception", None)
+        retries = message.options.get("retries", 0)
+        try:
+            actor = broker.get_actor(message.actor_name)
+            max_retries = message.options.get("max_retries", actor.options.get("max_retries", self.max_retries))
+        except Exception:  # an actor this worker does not know: Dramatiq rejects it
+            max_retries = self.max_retries
+        # Retries counts the failure before giving up: past the limit means retries ran out.
+        state = DEAD_LETTERED if retries > max_retries else FAILED
+        self.writer.record(
+            message.message_id,
+            {"state": state, "last_error": _error_text(error), "finished_at": _now_ms(),
+             "attempts": max(1, retries)},
+        )
+
+    def report_progress(self, progress: dict[str, Any]) -> None:
+        """For actors: show how far the current message got (e.g. a countdown's seconds left)."""
+        message_id = getattr(self._local, "message_id", None)
+        if message_id is not None:
+            self.writer.record(message_id, {"progress": progress})
+
+
+class StatusResultBackend(ResultBackend):
+    """Dramatiq's Results middleware, storing into the message's status record.
+
+    With the stock RedisBackend every message would pay a synchronous Redis
+    round trip in its worker thread and the result would live apart from the
+    state. Here `store_result` hands the result to the StatusWriter (buffered,
+    same hash, same expiry) and `get_result` reads it back, so
+    `message.get_result(backend=...)` and the status API agree.
+    """
+
+    def __init__(self, writer: StatusWriter, redis_url: str):
+        super().__init__(namespace=writer.namespace)
+        self.writer = writer
+        self.redis_url = redis_url
+        self._client: redis.Redis | None = None
+
+    def build_message_key(self, message) -> str:
+        return message.message_id
+
+    def _store(self, message_key: str, result: Any, ttl: int) -> None:
+        self.writer.record(message_key, {"result": self.encoder.encode(result).decode()})
+
+    def _get(self, message_key: str) -> Any:
+        self._client = self._client or redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        raw = self._client.hget(status_key(self.writer.namespace, message_key), "result")
+        return Missing if raw is None else self.encoder.decode(raw)
