@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     worker_extra_modules: str = Field(
         "", description="Extra modules the workers import (space-separated), e.g. your own middleware."
     )
+    worker_queues: str = Field(
+        "ingest tasks", description="Queues the main worker group consumes (space-separated)."
+    )
+    ml_worker_processes: int = Field(1, ge=1, description="Processes of the model worker group.")
+    ml_worker_threads: int = Field(2, ge=1, description="Threads per process of the model worker group.")
+    ml_prometheus_port: int = Field(9192, ge=1, le=65535, description="Metrics port of the model worker group.")
     prometheus_host: str = Field("127.0.0.1", description="Address of the workers' metrics server.")
     prometheus_port: int = Field(9191, ge=1, le=65535, description="Port of the workers' metrics server.")
     prometheus_db: Path = Field(
@@ -78,6 +84,18 @@ class Settings(BaseSettings):
     max_tags: int = Field(64, ge=0, description="Most tags per pred.")
     max_tag_length: int = Field(256, ge=1, description="Longest tag.")
     max_countdown_seconds: int = Field(3600, ge=1, description="Longest countdown POST /tasks accepts.")
+
+    # Models (POST /tasks/train, /tasks/predict). Own queues and worker group: a long training
+    # never holds a thread the detections need.
+    model_store_url: str = Field(
+        "data/models", description="Directory, file:///dir, or s3://bucket/prefix for trained models."
+    )
+    model_store_s3_endpoint_url: str = Field(
+        "", description="S3 endpoint for S3-compatible stores (MinIO, moto); empty for AWS."
+    )
+    dataset_dir: Path = Field(Path("data/datasets"), description="CSV datasets training may read.")
+    train_time_limit_seconds: int = Field(900, ge=1, description="Longest a training may run.")
+    max_predict_inputs: int = Field(1000, ge=1, description="Most inputs per POST /tasks/predict.")
 
     log_level: str = Field("INFO", description="loguru level: DEBUG, INFO, WARNING, ...")
     log_format: Literal["text", "json"] = Field(

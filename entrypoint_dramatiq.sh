@@ -11,6 +11,19 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 eval "$("$PYTHON" -m config --shell)"
+# Two worker groups, so a long model training never holds a thread the detections need:
+#   main (default): WORKER_QUEUES, WORKER_PROCESSES x WORKER_THREADS, PROMETHEUS_PORT
+#   ml:             the training and predictions queues, ML_WORKER_* and ML_PROMETHEUS_PORT
+role="${1:-main}"
+case "$role" in
+  main) queues="$WORKER_QUEUES" ;;
+  ml)
+    queues="training predictions"
+    WORKER_PROCESSES="$ML_WORKER_PROCESSES" WORKER_THREADS="$ML_WORKER_THREADS"
+    PROMETHEUS_PORT="$ML_PROMETHEUS_PORT" PROMETHEUS_DB="${PROMETHEUS_DB}-ml"
+    ;;
+  *) echo "usage: entrypoint_dramatiq.sh [main|ml]" >&2; exit 2 ;;
+esac
 export dramatiq_prom_host="$PROMETHEUS_HOST" dramatiq_prom_port="$PROMETHEUS_PORT" dramatiq_prom_db="$PROMETHEUS_DB"
 # Our own worker metrics (actors/metrics.py) go to the same files Dramatiq's server exposes.
 export PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_DB"
@@ -35,7 +48,8 @@ while :; do
   # Dramatiq treats a second signal as "kill now" and would drop in-flight work.
   # shellcheck disable=SC2086  # WORKER_EXTRA_MODULES is a space-separated list
   # `-m logs dramatiq` is the dramatiq CLI with its own log lines in LOG_FORMAT too (logs.py).
-  setsid "$PYTHON" -m logs dramatiq actors $WORKER_EXTRA_MODULES --processes "$WORKER_PROCESSES" \
+  # shellcheck disable=SC2086  # $queues is a space-separated list too (empty: every queue)
+  setsid "$PYTHON" -m logs dramatiq actors $WORKER_EXTRA_MODULES ${queues:+--queues $queues} --processes "$WORKER_PROCESSES" \
     --threads "$WORKER_THREADS" --worker-shutdown-timeout 30000 &
   child=$!
   # A trapped signal interrupts `wait` (status 128+n); wait again for the CLI's own exit status.

@@ -43,6 +43,9 @@ from actors.publisher import ConfirmedRabbitmqBroker  # noqa: E402
 #: Detections get their own queue so long background tasks never delay rows.
 INGEST_QUEUE = "ingest"
 TASKS_QUEUE = "tasks"
+#: Model training and prediction: consumed by their own worker group (entrypoint_dramatiq.sh ml).
+TRAINING_QUEUE = "training"
+PREDICTIONS_QUEUE = "predictions"
 
 
 def url_with_timeouts(url: str, seconds: float) -> str:
@@ -102,4 +105,4 @@ lifecycle = MessageLifecycle(status_writer, settings.max_retries)
 broker = build_broker(settings, lifecycle, result_backend)
 dramatiq.set_broker(broker)
 
-from actors import ingest, tasks  # noqa: E402,F401  (registers the actors)
+from actors import ingest, models, tasks  # noqa: E402,F401  (registers the actors)

@@ -10,7 +10,7 @@ from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.metrics import RequestMetrics, metrics_endpoint
 from app.request_context import RequestContext
-from app.routers import dead_letters, health, ingest, message_status, status, tasks
+from app.routers import dead_letters, health, ingest, message_status, models, status, tasks
 from config import Settings, get_settings
 from logs import configure_logging
 
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(tasks.router)
+    app.include_router(models.router)
     app.include_router(message_status.router)
     app.include_router(dead_letters.router)
     app.include_router(health.router)

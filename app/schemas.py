@@ -42,6 +42,21 @@ SEED_EXAMPLE = {
     },
 }
 
+#: What the seed does not show: ISO 8601 with a zone, and several preds (one CSV row each).
+SEVERAL_PREDS_EXAMPLE = {
+    "device_id": "cam-07",
+    "client_id": "acme",
+    "created_at": "2023-02-13T10:49:06.613585+01:00",
+    "data": {
+        "license_id": "lic-42",
+        "preds": [
+            {"image_frame": "aGVsbG8gd29ybGQ=", "prob": 0.93, "tags": ["person"]},
+            {"image_frame": "Zm9vYmFy", "prob": 0.41, "tags": ["vehicle", "parking"]},
+            {"image_frame": "YmF6", "prob": 0.05, "tags": []},
+        ],
+    },
+}
+
 
 class Prediction(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -79,7 +94,7 @@ class Detection(BaseModel):
 class IngestPayload(BaseModel):
     """One detection report from a device."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEED_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEED_EXAMPLE, SEVERAL_PREDS_EXAMPLE]})
 
     device_id: Identifier
     client_id: Identifier
@@ -91,6 +106,10 @@ class IngestPayload(BaseModel):
 
 
 class IngestAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "received", "message_id": "0f5bb7a4-2c3e-4d6b-9a41-5c1e8f7d2b90"}]}
+    )
+
     status: Literal["received", "duplicate"] = Field(
         "received", description="`duplicate`: this Idempotency-Key was accepted before; nothing new was enqueued."
     )
@@ -98,7 +117,7 @@ class IngestAccepted(BaseModel):
 
 
 class CountdownRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"seconds": 5}]})
 
     seconds: Annotated[int, BeforeValidator(_integral_float_to_int)] = Field(
         ge=0, le=_settings.max_countdown_seconds, strict=True, examples=[5]
@@ -106,6 +125,12 @@ class CountdownRequest(BaseModel):
 
 
 class CountdownSubmitted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"message_id": "6c2d1e9f-8b4a-4f3e-a1d7-3e5b9c0f4a12", "seconds": 5, "status": "submitted"}]
+        }
+    )
+
     message_id: str
     seconds: int
     status: Literal["submitted"] = "submitted"

@@ -13,15 +13,18 @@ from starlette.concurrency import run_in_threadpool
 from actors import INGEST_QUEUE, TASKS_QUEUE, broker
 from actors.dead_letters import DeadLetterOffice
 from app.json_route import OrjsonRoute
-from app.errors import UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
+from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
 from app.limits import require_json
 from app.publishing import broker_unavailable
+from app.schemas import SEED_EXAMPLE, IngestPayload
 from config import get_settings
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"], route_class=OrjsonRoute)
 
 QueueName = Literal["ingest", "tasks"]
 assert set(QueueName.__args__) == {INGEST_QUEUE, TASKS_QUEUE}
+
+EXAMPLE_ID = "3d0c8f5e-7a2b-4c61-b9e4-1f6a2d8c5b07"
 
 
 class DeadLetterOut(BaseModel):
@@ -35,6 +38,29 @@ class DeadLetterOut(BaseModel):
 
 
 class DeadLetterList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "queue": "ingest",
+                    "count": 1,
+                    "messages": [
+                        {
+                            "message_id": EXAMPLE_ID,
+                            "queue": "ingest",
+                            "actor_name": "write_detection_rows",
+                            "reason": "OSError: [Errno 28] No space left on device",
+                            "attempts": 6,
+                            "rejected_at": 1676281746613,
+                            # As enqueued: the payload after validation, created_at in ISO 8601.
+                            "args": [IngestPayload.model_validate(SEED_EXAMPLE).model_dump(mode="json")],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     queue: str
     count: int = Field(description="Dead letters in the queue (may exceed the messages listed).")
     messages: list[DeadLetterOut]
@@ -43,7 +69,7 @@ class DeadLetterList(BaseModel):
 class ReplayRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"queue": "ingest"}, {"queue": "ingest", "message_ids": ["9b1c..."]}]},
+        json_schema_extra={"examples": [{"queue": "ingest"}, {"queue": "ingest", "message_ids": [EXAMPLE_ID]}]},
     )
 
     queue: QueueName = "ingest"
@@ -54,6 +80,10 @@ class ReplayRequest(BaseModel):
 
 
 class ReplayResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"queue": "ingest", "replayed": [EXAMPLE_ID], "remaining": 0}]}
+    )
+
     queue: str
     replayed: list[str] = Field(description="Message ids sent back to the queue, ids unchanged.")
     remaining: int = Field(description="Dead letters left in the queue.")
@@ -68,7 +98,11 @@ def get_office() -> DeadLetterOffice:
     "",
     response_model=DeadLetterList,
     summary="Messages given up on after their retries, with the reason",
-    responses={**VALIDATION_RESPONSE, **UNAVAILABLE_RESPONSE},
+    description="Peeks without consuming: listing leaves the messages in the dead-letter queue.",
+    responses={
+        **validation_response("limit", "Input should be greater than or equal to 1", "greater_than_equal"),
+        **UNAVAILABLE_RESPONSE,
+    },
 )
 async def list_dead_letters(
     queue: QueueName = "ingest",
@@ -89,7 +123,11 @@ async def list_dead_letters(
     description="Each message keeps its id, so rows already written are not written again. "
     "Retries start from zero.",
     dependencies=[Depends(require_json)],
-    responses={**VALIDATION_RESPONSE, **UNAVAILABLE_RESPONSE},
+    responses={
+        **validation_response("queue", "Input should be 'ingest' or 'tasks'", "literal_error"),
+        **JSON_BODY_RESPONSES,
+        **UNAVAILABLE_RESPONSE,
+    },
 )
 async def replay_dead_letters(request: ReplayRequest, office: DeadLetterOffice = Depends(get_office)) -> ReplayResult:
     wanted = set(request.message_ids) if request.message_ids is not None else None

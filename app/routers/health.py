@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Literal, Optional
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from actors import broker
+from app.errors import RETRY_AFTER_HEADER
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="The API process is alive")
+class Readiness(BaseModel):
+    """Documents the answers of /ready, which are built by hand to set the status code."""
+
+    status: Literal["ready", "unavailable"]
+    broker: Optional[str] = Field(None, description="Why the publisher is not connected; only when `unavailable`.")
+
+
+@router.get(
+    "/health",
+    summary="The API process is alive",
+    description="Answers while the process serves requests, whatever the state of RabbitMQ (that is `/ready`).",
+    responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+)
 async def health() -> dict:
     return {"status": "ok"}
 
@@ -18,7 +34,25 @@ async def health() -> dict:
 @router.get(
     "/ready",
     summary="The API can publish: its RabbitMQ connection is open with confirms on",
-    responses={503: {"description": "Not connected to RabbitMQ; the answer says why. Recovers by itself."}},
+    description="For a readiness probe: while it answers 503, POSTs that publish would answer 503 too.",
+    responses={
+        200: {"model": Readiness, "content": {"application/json": {"example": {"status": "ready"}}}},
+        503: {
+            "model": Readiness,
+            "description": "Not connected to RabbitMQ; the answer says why. Recovers by itself.",
+            "headers": RETRY_AFTER_HEADER,
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "unavailable",
+                        "broker": "AMQPConnectionError: (AMQPConnectionWorkflowFailed: 1 exceptions in all; "
+                        "last exception - AMQPConnectorSocketConnectError: ConnectionRefusedError(111, "
+                        "'Connection refused'); first exception - None,)",
+                    }
+                }
+            },
+        },
+    },
 )
 async def ready() -> JSONResponse:
     publisher = broker.publisher

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Response
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Response
 
 from actors.ingest import write_detection_rows
 from app.json_route import OrjsonRoute
-from app.errors import UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
+from app.errors import JSON_BODY_RESPONSES, KEY_REUSED_RESPONSE, UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
 from app.idempotency import KEY_PATTERN, Accepted, IdempotencyStore, fingerprint, get_idempotency_store, message_id_for
 from app.limits import require_json
 from app.publishing import publish
-from app.schemas import ErrorResponse, IngestAccepted, IngestPayload
+from app.schemas import SEED_EXAMPLE, SEVERAL_PREDS_EXAMPLE, IngestAccepted, IngestPayload
 
 router = APIRouter(tags=["ingest"], route_class=OrjsonRoute)
 
@@ -26,24 +26,40 @@ IdempotencyKey = Annotated[
     ),
 ]
 
+#: Named request examples for Swagger UI's picker; the seed's example comes first.
+INGEST_EXAMPLES = {
+    "seed": {"summary": "The seed example: one pred", "value": SEED_EXAMPLE},
+    "several_preds": {"summary": "Several preds, created_at in ISO 8601 with a zone", "value": SEVERAL_PREDS_EXAMPLE},
+}
+
 
 @router.post(
     "/api",
     status_code=202,
     response_model=IngestAccepted,
     summary="Enqueue one detection; its preds become CSV rows",
+    description="Answers 202 once RabbitMQ has confirmed the message: from then on it is not lost, "
+    "and a worker appends one CSV row per pred, once. Send an `Idempotency-Key` to retry safely.",
+    response_description="Enqueued; `message_id` is the Dramatiq message id the rows will carry.",
     dependencies=[Depends(require_json)],
     responses={
-        200: {"model": IngestAccepted, "description": "A retry of an accepted Idempotency-Key; nothing enqueued."},
+        200: {
+            "model": IngestAccepted,
+            "description": "A retry of an accepted Idempotency-Key; nothing enqueued.",
+            "content": {
+                "application/json": {
+                    "example": {"status": "duplicate", "message_id": "0f5bb7a4-2c3e-4d6b-9a41-5c1e8f7d2b90"}
+                }
+            },
+        },
         **VALIDATION_RESPONSE,
-        409: {"model": ErrorResponse, "description": "The Idempotency-Key was used before for a different body."},
-        413: {"description": "Body over MAX_BODY_BYTES."},
-        415: {"description": "Body not declared as JSON."},
+        **KEY_REUSED_RESPONSE,
+        **JSON_BODY_RESPONSES,
         **UNAVAILABLE_RESPONSE,
     },
 )
 async def ingest(
-    payload: IngestPayload,
+    payload: Annotated[IngestPayload, Body(openapi_examples=INGEST_EXAMPLES)],
     response: Response,
     idempotency_key: IdempotencyKey = None,
     store: IdempotencyStore = Depends(get_idempotency_store),

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from actors import INGEST_QUEUE, status_writer
 from actors.message_status import read_status
-from app.errors import ErrorResponse
+from app.errors import ErrorResponse, validation_response
 from app.json_route import OrjsonRoute
 from config import get_settings
 
@@ -22,6 +22,9 @@ MessageId = Path(
     pattern=r"^[A-Za-z0-9-]{1,64}$",
     description="The `message_id` the POST answered with.",
     examples=["6f1c3cfa-5d8c-4d67-9a53-2f0b1f1b7c11"],
+)
+BAD_ID = validation_response(
+    "message_id", "String should match pattern '^[A-Za-z0-9-]{1,64}$'", "string_pattern_mismatch"
 )
 
 
@@ -107,7 +110,7 @@ async def _lookup(message_id: str, wanted) -> MessageStatus:
     response_model_exclude_none=True,
     tags=["ingest"],
     summary="Where a detection is: queued, running, retrying, succeeded (rows written), failed, dead-lettered",
-    responses=NOT_FOUND,
+    responses={**BAD_ID, **NOT_FOUND},
 )
 async def detection_status(message_id: str = MessageId) -> MessageStatus:
     return await _lookup(message_id, lambda queue: queue == INGEST_QUEUE)
@@ -119,7 +122,7 @@ async def detection_status(message_id: str = MessageId) -> MessageStatus:
     response_model_exclude_none=True,
     tags=["tasks"],
     summary="Where a task is, with its progress and, once done, its result",
-    responses=NOT_FOUND,
+    responses={**BAD_ID, **NOT_FOUND},
 )
 async def task_status(message_id: str = MessageId) -> MessageStatus:
     return await _lookup(message_id, lambda queue: queue is not None and queue != INGEST_QUEUE)

@@ -86,6 +86,12 @@ async def status() -> dict:
     return await run_in_threadpool(get_reader().read)
 
 
-@router.get("/", response_class=HTMLResponse, summary="Live status page (HTML, no external assets)")
+@router.get(
+    "/",
+    response_class=HTMLResponse,
+    summary="Live status page (HTML, no external assets)",
+    description="A page for people: it polls `GET /status` and shows the figures; scripts should read `/status`.",
+    response_description="The page, `text/html`.",
+)
 async def status_page() -> HTMLResponse:
     return HTMLResponse(PAGE.read_text())

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 
 from actors.tasks import countdown
 from app.json_route import OrjsonRoute
-from app.errors import UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
+from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
 from app.limits import require_json
 from app.publishing import publish
 from app.schemas import CountdownRequest, CountdownSubmitted
@@ -19,8 +19,14 @@ router = APIRouter(tags=["tasks"], route_class=OrjsonRoute)
     status_code=202,
     response_model=CountdownSubmitted,
     summary="Start a countdown in a worker; answers at once",
+    description="A worker on the `tasks` queue counts down `seconds`, so long tasks never delay detections.",
+    response_description="Enqueued; RabbitMQ has confirmed the message.",
     dependencies=[Depends(require_json)],
-    responses={**VALIDATION_RESPONSE, **UNAVAILABLE_RESPONSE},
+    responses={
+        **validation_response("seconds", "Input should be greater than or equal to 0", "greater_than_equal"),
+        **JSON_BODY_RESPONSES,
+        **UNAVAILABLE_RESPONSE,
+    },
 )
 async def submit_countdown(request: CountdownRequest) -> CountdownSubmitted:
     message_id = await publish(countdown, request.seconds)

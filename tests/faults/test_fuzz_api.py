@@ -10,6 +10,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.support.csv_check import assert_rows_match, count_rows
 from tests.support.rabbit import create_vhost, delete_vhost, queue_state, vhost_url
@@ -52,6 +53,11 @@ def _operations() -> list:
     return pairs
 
 
+#: Operations whose well-formed requests may still be refused (422, documented) by what exists
+#: on the server, which a schema cannot say: a dataset file, a stored model, a parameter's range.
+CHECKED_AGAINST_STATE = {"POST /tasks/train", "POST /tasks/predict"}
+
+
 # Driven through schemathesis' Hypothesis strategies: its pytest plugin (4.32.5) fails on pytest 9.
 @pytest.mark.parametrize(("label", "mode"), _operations())
 def test_no_generated_input_gets_a_server_error_or_breaks_the_schema(api_schema, label, mode):
@@ -61,7 +67,8 @@ def test_no_generated_input_gets_a_server_error_or_breaks_the_schema(api_schema,
     @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def check(case):
         response = case.call(timeout=10)
-        case.validate_response(response)
+        excluded = [positive_data_acceptance] if label in CHECKED_AGAINST_STATE else []
+        case.validate_response(response, excluded_checks=excluded)
         if mode is GenerationMode.NEGATIVE:
             assert response.status_code < 500
         if case.method == "POST" and case.path == "/api" and response.status_code == 202:

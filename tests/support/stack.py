@@ -42,6 +42,9 @@ class Stack:
             "PROMETHEUS_HOST": "127.0.0.1",
             "PROMETHEUS_PORT": str(self.prometheus_port),
             "PROMETHEUS_DB": str(workdir / "prometheus"),
+            "ML_PROMETHEUS_PORT": str(free_port()),
+            "MODEL_STORE_URL": str(workdir / "models"),
+            "DATASET_DIR": str(workdir / "datasets"),
             "WORKER_PROCESSES": str(processes),
             "WORKER_THREADS": str(threads),
             "PYTHON": str(ROOT / ".venv" / "bin" / "python"),
@@ -49,6 +52,8 @@ class Stack:
         }
         self.api: subprocess.Popen | None = None
         self.workers: subprocess.Popen | None = None
+        self.model_workers: subprocess.Popen | None = None
+        self.model_workers_log = workdir / "model-workers.log"
         self.api_log = workdir / "api.log"
         self.workers_log = workdir / "workers.log"
 
@@ -60,9 +65,9 @@ class Stack:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.prometheus_port}/metrics"
 
-    def _spawn(self, script: str, log: Path) -> subprocess.Popen:
+    def _spawn(self, script: str, log: Path, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [str(ROOT / script)],
+            [str(ROOT / script), *args],
             cwd=ROOT,
             env=self.env,
             stdout=open(log, "ab"),
@@ -74,6 +79,17 @@ class Stack:
         self.workers = self._spawn("entrypoint_dramatiq.sh", self.workers_log)
         if wait:
             self.wait_for_consumers()
+
+    def start_model_workers(self, timeout: float = 60) -> None:
+        """The `ml` worker group: training and predictions queues."""
+        self.model_workers = self._spawn("entrypoint_dramatiq.sh", self.model_workers_log, "ml")
+
+        def consuming() -> bool:
+            if self.model_workers.poll() is not None:
+                raise AssertionError(f"model workers exited; see {self.model_workers_log}")
+            return queue_state(self.rabbitmq_url, "training")[1] >= 1
+
+        wait_for(consuming, timeout=timeout, interval=0.2, what="model workers to consume the training queue")
 
     def wait_for_consumers(self, timeout: float = 60) -> None:
         """Every worker process consumes the ingest queue."""
@@ -124,3 +140,4 @@ class Stack:
     def stop(self) -> None:
         self._stop(self.api, signal.SIGTERM, 30)
         self.stop_workers()
+        self._stop(self.model_workers, signal.SIGTERM, 60)

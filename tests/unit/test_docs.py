@@ -13,7 +13,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme_configuration_table():
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", README, flags=re.MULTILINE))
     assert documented == {name.upper() for name in Settings.model_fields}
 
 

@@ -1,0 +1,144 @@
+"""Where trained models live: a local directory, or any S3-compatible bucket.
+
+A model is two objects under its id: `model.joblib` (the artifact) and
+`metrics.json` (what training measured, and what prediction needs to check
+its inputs). `metrics.json` is written last, so a model is listed only once
+it is whole; a training that died half-way leaves nothing listable. The id is
+the training message's id: a redelivered training rewrites the same model,
+two different trainings can never write over each other.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import orjson
+
+ARTIFACT = "model.joblib"
+METRICS = "metrics.json"
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+class ModelStore(Protocol):
+    def save(self, model_id: str, artifact: bytes, metrics: dict[str, Any]) -> str: ...
+    def artifact(self, model_id: str) -> bytes: ...
+    def metrics(self, model_id: str) -> dict[str, Any]: ...
+    def list(self) -> list[dict[str, Any]]: ...
+    def uri(self, model_id: str) -> str: ...
+
+
+class LocalModelStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def uri(self, model_id: str) -> str:
+        return (self.root / model_id / ARTIFACT).resolve().as_uri()
+
+    def save(self, model_id: str, artifact: bytes, metrics: dict[str, Any]) -> str:
+        folder = self.root / model_id
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomically(folder / ARTIFACT, artifact)
+        _write_atomically(folder / METRICS, orjson.dumps(metrics))
+        return self.uri(model_id)
+
+    def artifact(self, model_id: str) -> bytes:
+        self.metrics(model_id)  # whole models only
+        return (self.root / model_id / ARTIFACT).read_bytes()
+
+    def metrics(self, model_id: str) -> dict[str, Any]:
+        try:
+            return orjson.loads((self.root / model_id / METRICS).read_bytes())
+        except FileNotFoundError:
+            raise ModelNotFound(model_id) from None
+
+    def list(self) -> list[dict[str, Any]]:
+        if not self.root.is_dir():
+            return []
+        found = []
+        for metrics_file in self.root.glob(f"*/{METRICS}"):
+            found.append(orjson.loads(metrics_file.read_bytes()))
+        return sorted(found, key=lambda model: model.get("created_at", 0))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never a part (and it is on disk)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class S3ModelStore:
+    """Any S3-compatible store (AWS, MinIO, moto); credentials the usual boto3 way (env, profile)."""
+
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None):
+        import boto3  # only where S3 is configured
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
+
+    def _key(self, model_id: str, name: str) -> str:
+        return f"{self.prefix}/{model_id}/{name}" if self.prefix else f"{model_id}/{name}"
+
+    def uri(self, model_id: str) -> str:
+        return f"s3://{self.bucket}/{self._key(model_id, ARTIFACT)}"
+
+    def save(self, model_id: str, artifact: bytes, metrics: dict[str, Any]) -> str:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(model_id, ARTIFACT), Body=artifact)
+        self.client.put_object(
+            Bucket=self.bucket, Key=self._key(model_id, METRICS), Body=orjson.dumps(metrics),
+            ContentType="application/json",
+        )
+        return self.uri(model_id)
+
+    def _get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise ModelNotFound(key) from None
+
+    def artifact(self, model_id: str) -> bytes:
+        self.metrics(model_id)
+        return self._get(self._key(model_id, ARTIFACT))
+
+    def metrics(self, model_id: str) -> dict[str, Any]:
+        return orjson.loads(self._get(self._key(model_id, METRICS)))
+
+    def list(self) -> list[dict[str, Any]]:
+        found = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(f"/{METRICS}"):
+                    found.append(orjson.loads(self._get(item["Key"])))
+        return sorted(found, key=lambda model: model.get("created_at", 0))
+
+
+def open_store(url: str, s3_endpoint_url: str | None = None) -> ModelStore:
+    """`s3://bucket/prefix` or a local directory (a path, or `file:///path`)."""
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ValueError(f"MODEL_STORE_URL {url!r} names no bucket; use s3://bucket/prefix")
+        return S3ModelStore(parts.netloc, parts.path, s3_endpoint_url)
+    if parts.scheme == "file":
+        return LocalModelStore(Path(parts.path))
+    if parts.scheme:
+        raise ValueError(f"MODEL_STORE_URL {url!r}: use a directory, file:///dir or s3://bucket/prefix")
+    return LocalModelStore(Path(url))

@@ -1,0 +1,190 @@
+"""Model training and prediction with real workers: local store here, S3 (moto server) below."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.rabbit import create_vhost, delete_vhost, queue_state, vhost_url
+from tests.support.stack import Stack, free_port
+from tests.support.waiting import wait_for
+
+IRIS_ROW = {"sepal length (cm)": 5.1, "sepal width (cm)": 3.5, "petal length (cm)": 1.4, "petal width (cm)": 0.2}
+
+
+def start_stack(workdir: Path, prefix: str, **settings: str) -> tuple[Stack, str]:
+    vhost = create_vhost(prefix)
+    stack = Stack(workdir, vhost_url(vhost), processes=1, threads=4, **settings)
+    stack.start()
+    stack.start_model_workers()
+    return stack, vhost
+
+
+@pytest.fixture(scope="module")
+def ml_stack(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("models")
+    (workdir / "datasets").mkdir()
+    (workdir / "datasets" / "fruit.csv").write_text(
+        "weight,colour,kind\n" + "".join(f"{100 + i},{i % 3},{'apple' if i % 2 else 'pear'}\n" for i in range(60))
+    )
+    stack, vhost = start_stack(workdir, "models")
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        delete_vhost(vhost)
+
+
+def submit(stack, path: str, body: dict) -> str:
+    response = httpx.post(f"{stack.base_url}{path}", json=body, timeout=30)
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert answer["status_url"] == f"/tasks/{answer['message_id']}"
+    return answer["message_id"]
+
+
+def finished(stack, message_id: str, timeout: float = 90) -> dict:
+    def done():
+        body = httpx.get(f"{stack.base_url}/tasks/{message_id}", timeout=10).json()
+        return body.get("state") in ("succeeded", "failed", "dead-lettered") and body
+
+    return wait_for(done, timeout=timeout, interval=0.2, what=f"task {message_id} to finish")
+
+
+def refused(stack, path: str, body: dict) -> dict:
+    response = httpx.post(f"{stack.base_url}{path}", json=body, timeout=30)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    return error
+
+
+def test_training_stores_artifact_and_metrics_and_lists_the_model(ml_stack):
+    message_id = submit(ml_stack, "/tasks/train", {"model": "logistic_regression", "dataset": "iris",
+                                                    "params": {"C": 0.5}})
+    status = finished(ml_stack, message_id)
+    assert status["state"] == "succeeded", status
+    result = status["result"]
+    assert result["model_id"] == message_id
+    metrics = result["metrics"]
+    assert metrics["accuracy"] > 0.8 and metrics["test_rows"] == 38 and metrics["params"] == {"C": 0.5}
+    artifact = Path(result["artifact_uri"].removeprefix("file://"))
+    assert artifact.is_file() and artifact.parent.name == message_id
+    listed = httpx.get(f"{ml_stack.base_url}/models", timeout=10).json()["models"]
+    assert message_id in {model["model_id"] for model in listed}
+
+
+def test_concurrent_trainings_never_overwrite_each_other(ml_stack):
+    requests = [
+        {"model": "logistic_regression", "dataset": "wine", "params": {}},
+        {"model": "random_forest", "dataset": "wine", "params": {"n_estimators": 15}},
+        {"model": "random_forest", "dataset": "breast_cancer", "params": {"n_estimators": 10, "max_depth": 3}},
+        {"model": "logistic_regression", "dataset": "breast_cancer", "params": {"C": 2.0}},
+    ]
+    ids = [submit(ml_stack, "/tasks/train", body) for body in requests]
+    for message_id, body in zip(ids, requests):
+        status = finished(ml_stack, message_id)
+        assert status["state"] == "succeeded", status
+        metrics = status["result"]["metrics"]
+        assert (metrics["model"], metrics["dataset"], metrics["params"]) == (body["model"], body["dataset"], body["params"])
+    stored = {model["model_id"]: model for model in httpx.get(f"{ml_stack.base_url}/models", timeout=10).json()["models"]}
+    for message_id, body in zip(ids, requests):
+        assert (stored[message_id]["model"], stored[message_id]["dataset"]) == (body["model"], body["dataset"])
+
+
+def test_prediction_returns_predictions_and_probabilities(ml_stack):
+    model_id = submit(ml_stack, "/tasks/train", {"model": "random_forest", "dataset": "iris", "params": {}})
+    assert finished(ml_stack, model_id)["state"] == "succeeded"
+    for _ in range(2):  # the second one is served from the worker's cache of loaded artifacts
+        message_id = submit(ml_stack, "/tasks/predict", {"model_id": model_id, "inputs": [IRIS_ROW, IRIS_ROW]})
+        status = finished(ml_stack, message_id)
+        assert status["state"] == "succeeded", status
+        assert status["result"]["predictions"] == [0, 0]
+        (first, _) = status["result"]["probabilities"]
+        assert set(first) == {"0", "1", "2"} and abs(sum(first.values()) - 1) < 1e-6
+
+
+def test_a_csv_dataset_in_dataset_dir_trains_and_a_wrong_target_fails_with_the_reason(ml_stack):
+    good = submit(ml_stack, "/tasks/train", {"model": "random_forest", "dataset": "fruit.csv", "target": "kind",
+                                             "params": {"n_estimators": 5}})
+    status = finished(ml_stack, good)
+    assert status["state"] == "succeeded", status
+    assert status["result"]["metrics"]["features"] == ["weight", "colour"]
+    assert status["result"]["metrics"]["classes"] == ["apple", "pear"]
+
+    bad = submit(ml_stack, "/tasks/train", {"model": "random_forest", "dataset": "fruit.csv", "target": "taste"})
+    status = finished(ml_stack, bad)
+    assert status["state"] == "failed" and status["attempts"] == 1, "bad input is not retried"
+    assert "target column 'taste' not in the dataset" in status["last_error"]
+
+
+def test_bad_requests_are_refused_before_anything_is_enqueued(ml_stack):
+    model_id = submit(ml_stack, "/tasks/train", {"model": "logistic_regression", "dataset": "iris"})
+    assert finished(ml_stack, model_id)["state"] == "succeeded"
+    queued_before = queue_state(ml_stack.rabbitmq_url, "training")[0], queue_state(ml_stack.rabbitmq_url, "predictions")[0]
+
+    assert refused(ml_stack, "/tasks/train", {"model": "svm", "dataset": "iris"})["field"] == "model"
+    error = refused(ml_stack, "/tasks/train", {"model": "random_forest", "dataset": "iris", "params": {"bogus": 1}})
+    assert (error["field"], error["message"]) == ("params", "unknown parameters for random_forest: bogus")
+    error = refused(ml_stack, "/tasks/train", {"model": "logistic_regression", "dataset": "iris", "params": {"C": -1}})
+    assert error["field"] == "params" and "'C' parameter" in error["message"]
+    assert refused(ml_stack, "/tasks/train", {"model": "random_forest", "dataset": "nope"})["field"] == "dataset"
+    assert refused(ml_stack, "/tasks/train", {"model": "random_forest", "dataset": "../../etc/passwd.csv"})["field"] == "dataset"
+
+    error = refused(ml_stack, "/tasks/predict", {"model_id": "no-such-model", "inputs": [IRIS_ROW]})
+    assert error["field"] == "model_id"
+    wrong = {**{k: v for k, v in IRIS_ROW.items() if k != "petal width (cm)"}, "colour": 1}
+    error = refused(ml_stack, "/tasks/predict", {"model_id": model_id, "inputs": [IRIS_ROW, wrong]})
+    assert error == {"field": "inputs.1", "message": "missing petal width (cm); unexpected colour",
+                     "type": "invalid_inputs"}
+
+    after = queue_state(ml_stack.rabbitmq_url, "training")[0], queue_state(ml_stack.rabbitmq_url, "predictions")[0]
+    assert after == queued_before == (0, 0)
+
+
+@pytest.fixture(scope="module")
+def moto_s3(tmp_path_factory):
+    """A local S3-compatible server (moto's server mode), on 127.0.0.1 only."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{url}/moto-api/", timeout=2).status_code == 200, timeout=30,
+                 what="moto's S3 server")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_an_s3_model_store_holds_the_artifacts(tmp_path, moto_s3, monkeypatch):
+    import boto3
+
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)  # inherited by the stack's processes too
+    s3 = boto3.client("s3", endpoint_url=moto_s3)
+    s3.create_bucket(Bucket="models")
+    stack, vhost = start_stack(tmp_path, "s3models", model_store_url="s3://models/team-a",
+                               model_store_s3_endpoint_url=moto_s3)
+    try:
+        model_id = submit(stack, "/tasks/train", {"model": "logistic_regression", "dataset": "iris"})
+        status = finished(stack, model_id)
+        assert status["state"] == "succeeded", status
+        assert status["result"]["artifact_uri"] == f"s3://models/team-a/{model_id}/model.joblib"
+        keys = {item["Key"] for item in s3.list_objects_v2(Bucket="models")["Contents"]}
+        assert keys == {f"team-a/{model_id}/model.joblib", f"team-a/{model_id}/metrics.json"}
+        assert [m["model_id"] for m in httpx.get(f"{stack.base_url}/models", timeout=10).json()["models"]] == [model_id]
+        prediction = finished(stack, submit(stack, "/tasks/predict", {"model_id": model_id, "inputs": [IRIS_ROW]}))
+        assert prediction["state"] == "succeeded" and prediction["result"]["predictions"] == [0]
+    finally:
+        stack.stop()
+        delete_vhost(vhost)

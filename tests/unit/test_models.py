@@ -1,0 +1,104 @@
+"""pipeline/training.py and pipeline/model_store.py, without the broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline import training
+from pipeline.model_store import LocalModelStore, ModelNotFound, S3ModelStore, open_store
+
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+
+@pytest.fixture(scope="module")
+def iris_model():
+    return training.train("logistic_regression", "iris", None, {"C": 1.0}, Path("/nonexistent"))
+
+
+def test_training_evaluates_on_a_held_out_split(iris_model):
+    artifact, metrics = iris_model
+    assert metrics["features"] == FEATURES and metrics["classes"] == [0, 1, 2]
+    assert (metrics["train_rows"], metrics["test_rows"]) == (112, 38)
+    assert metrics["accuracy"] > 0.9 and 0 < metrics["f1_macro"] <= 1
+    predicted = training.predict(training.load_artifact(artifact), [dict(zip(FEATURES, [6.7, 3.0, 5.2, 2.3]))])
+    assert predicted["predictions"] == [2] and max(predicted["probabilities"][0], key=predicted["probabilities"][0].get) == "2"
+
+
+@pytest.mark.parametrize(
+    ("model", "dataset", "params", "field"),
+    [
+        ("svm", "iris", {}, "model"),
+        ("random_forest", "iris", {"n_trees": 3}, "params"),
+        ("random_forest", "iris", {"n_estimators": 0}, "params"),
+        ("logistic_regression", "mnist", {}, "dataset"),
+        ("logistic_regression", "../outside.csv", {}, "dataset"),
+    ],
+)
+def test_what_can_be_known_wrong_is_refused_up_front_naming_the_field(tmp_path, model, dataset, params, field):
+    with pytest.raises(training.TrainingInputError) as refused:
+        training.check_training_request(model, dataset, params, tmp_path)
+    assert refused.value.field == field
+
+
+def test_a_csv_dataset_must_be_inside_the_dataset_dir(tmp_path):
+    (tmp_path / "ok.csv").write_text("a,b,y\n1,2,x\n")
+    assert training.dataset_path("ok.csv", tmp_path) == (tmp_path / "ok.csv").resolve()
+    with pytest.raises(training.TrainingInputError):
+        training.dataset_path(str(tmp_path / ".." / "ok.csv"), tmp_path)
+
+
+def test_inputs_need_exactly_the_features():
+    training.check_inputs(["a", "b"], [{"a": 1, "b": 2}])
+    with pytest.raises(training.TrainingInputError) as refused:
+        training.check_inputs(["a", "b"], [{"a": 1, "b": 2}, {"a": 1, "c": 3}])
+    assert (refused.value.field, str(refused.value)) == ("inputs.1", "missing b; unexpected c")
+
+
+def exercise(store, artifact: bytes) -> None:
+    with pytest.raises(ModelNotFound):
+        store.metrics("m-1")
+    assert store.list() == []
+    uri = store.save("m-1", artifact, {"model_id": "m-1", "created_at": 2})
+    store.save("m-2", b"other", {"model_id": "m-2", "created_at": 1})
+    assert uri == store.uri("m-1")
+    assert store.artifact("m-1") == artifact and store.metrics("m-1")["model_id"] == "m-1"
+    assert [model["model_id"] for model in store.list()] == ["m-2", "m-1"]
+
+
+def test_local_store(tmp_path, iris_model):
+    store = open_store(str(tmp_path / "models"))
+    assert isinstance(store, LocalModelStore)
+    exercise(store, iris_model[0])
+    assert not list((tmp_path / "models").rglob(".*")), "no temporary files left behind"
+
+
+def test_a_half_written_model_is_not_listed_or_loaded(tmp_path):
+    store = LocalModelStore(tmp_path)
+    (tmp_path / "m-9").mkdir()
+    (tmp_path / "m-9" / "model.joblib").write_bytes(b"partial")  # metrics.json never written
+    assert store.list() == []
+    with pytest.raises(ModelNotFound):
+        store.artifact("m-9")
+
+
+def test_s3_store(monkeypatch, iris_model):
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="bucket")
+        store = open_store("s3://bucket/some/prefix")
+        assert isinstance(store, S3ModelStore)
+        exercise(store, iris_model[0])
+        assert store.uri("m-1") == "s3://bucket/some/prefix/m-1/model.joblib"
+
+
+@pytest.mark.parametrize("url", ["s3://", "ftp://host/x"])
+def test_bad_store_urls_say_what_to_use(url):
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        open_store(url)
