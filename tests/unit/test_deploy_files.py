@@ -25,10 +25,10 @@ def env(service: str) -> dict[str, str]:
 
 
 def test_compose_runs_the_broker_redis_api_and_workers():
-    assert {"rabbitmq", "redis", "api", "worker"} <= SERVICES.keys()
+    assert {"rabbitmq", "redis", "api", "worker", "trainer"} <= SERVICES.keys()
 
 
-@pytest.mark.parametrize("service", ["api", "worker"])
+@pytest.mark.parametrize("service", ["api", "worker", "trainer"])
 def test_every_variable_set_for_the_app_is_a_setting(service):
     assert set(env(service)) <= SETTING_NAMES
 
@@ -109,3 +109,18 @@ def test_every_forwarded_port_is_served_by_a_service():
         offered = [str(p).split(":")[-1] for p in SERVICES[service].get("ports", [])]
         offered += [str(p) for p in SERVICES[service].get("expose", [])]
         assert port in offered, entry
+
+
+def test_the_trainer_runs_the_model_worker_group_and_exposes_its_metrics():
+    assert SERVICES["trainer"]["command"] == ["./entrypoint_dramatiq.sh", "ml"]
+    assert env("trainer")["ML_PROMETHEUS_PORT"] in [str(port) for port in SERVICES["trainer"]["expose"]]
+    assert env("trainer")["PROMETHEUS_HOST"] == "0.0.0.0"
+
+
+def test_the_trainer_and_the_api_share_the_model_store_and_datasets():
+    for service in ("api", "trainer"):
+        (volume,) = SERVICES[service]["volumes"]
+        name, target = volume.split(":")[:2]
+        assert env(service)["MODEL_STORE_URL"].startswith(target + "/")
+        assert env(service)["DATASET_DIR"].startswith(target + "/")
+        assert name == SERVICES["api"]["volumes"][0].split(":")[0]

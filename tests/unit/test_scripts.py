@@ -27,3 +27,17 @@ def test_ensure_rabbitmq_succeeds_silently_when_the_broker_answers():
     result = subprocess.run([str(ROOT / "scripts" / "ensure_rabbitmq.sh")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert result.stderr == ""
+
+
+def test_the_two_worker_groups_between_them_consume_every_queue_once():
+    import re
+
+    from actors import INGEST_QUEUE, PREDICTIONS_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, broker
+    from config import Settings
+
+    script = (ROOT / "entrypoint_dramatiq.sh").read_text()
+    ml_queues = set(re.search(r"^ +ml\)\n +queues=\"([^\"]+)\"", script, re.MULTILINE)[1].split())
+    main_queues = set(Settings.model_fields["worker_queues"].default.split())
+    assert ml_queues == {TRAINING_QUEUE, PREDICTIONS_QUEUE}
+    assert main_queues == {INGEST_QUEUE, TASKS_QUEUE}
+    assert main_queues | ml_queues == broker.get_declared_queues() and not main_queues & ml_queues
