@@ -25,7 +25,7 @@ Tag = Annotated[str, StringConstraints(strict=True, max_length=_settings.max_tag
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 
-def _integral_float_to_int(value: object) -> object:
+def integral_float_to_int(value: object) -> object:
     """JSON Schema counts 5.0 as an integer; accept it, but never a string."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -116,10 +116,14 @@ class IngestAccepted(BaseModel):
     message_id: str = Field(description="Dramatiq message id; the rows carry it in `message_id`.")
 
 
+#: An integer as JSON Schema means it: 5 and 5.0, but never true or "5" (pair with strict=True).
+JsonInt = Annotated[int, BeforeValidator(integral_float_to_int)]
+
+
 class CountdownRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"seconds": 5}]})
 
-    seconds: Annotated[int, BeforeValidator(_integral_float_to_int)] = Field(
+    seconds: JsonInt = Field(
         ge=0, le=_settings.max_countdown_seconds, strict=True, examples=[5]
     )
 

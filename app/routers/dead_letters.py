@@ -16,7 +16,7 @@ from app.json_route import OrjsonRoute
 from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
 from app.limits import require_json
 from app.publishing import broker_unavailable
-from app.schemas import SEED_EXAMPLE, IngestPayload
+from app.schemas import SEED_EXAMPLE, IngestPayload, JsonInt
 from config import get_settings
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"], route_class=OrjsonRoute)
@@ -76,7 +76,7 @@ class ReplayRequest(BaseModel):
     message_ids: Optional[list[str]] = Field(
         None, max_length=10_000, description="Only these; all of the queue's dead letters when omitted."
     )
-    limit: int = Field(10_000, ge=1, le=100_000, description="Replay at most this many.")
+    limit: JsonInt = Field(10_000, ge=1, le=100_000, strict=True, description="Replay at most this many.")
 
 
 class ReplayResult(BaseModel):

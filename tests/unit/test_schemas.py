@@ -251,3 +251,18 @@ def test_countdown_accepts_an_integral_float_but_not_a_string(client):
     assert client.post("/tasks", json={"seconds": 2.0}).status_code == 202
     assert client.post("/tasks", json={"seconds": 2.5}).status_code == 422
     assert client.post("/tasks", json={"seconds": "2"}).status_code == 422
+
+
+@pytest.mark.parametrize("value", [True, "5", 5.5])
+def test_integers_in_request_bodies_are_json_integers_only(value):
+    """What JSON Schema calls an integer (5 or 5.0), never a boolean or a string (found by the fuzzer)."""
+    from pydantic import ValidationError
+
+    from app.routers.dead_letters import ReplayRequest
+    from app.schemas import CountdownRequest
+
+    with pytest.raises(ValidationError):
+        ReplayRequest.model_validate({"limit": value})
+    with pytest.raises(ValidationError):
+        CountdownRequest.model_validate({"seconds": value})
+    assert ReplayRequest.model_validate({"limit": 5.0}).limit == 5
