@@ -16,7 +16,7 @@ from config import get_settings
 def client(monkeypatch):
     """The app with publishing replaced, so a test sees what would be enqueued."""
     from app.main import create_app
-    from app.routers import ingest
+    from app.routers import ingest, tasks
 
     sent = []
 
@@ -25,6 +25,7 @@ def client(monkeypatch):
         return message_id or "id-1"
 
     monkeypatch.setattr(ingest, "publish", fake_publish)
+    monkeypatch.setattr(tasks, "publish", fake_publish)  # unit tests never publish for real
     app = create_app()
     app.dependency_overrides[get_idempotency_store] = lambda: MEMORY_STORE
     MEMORY_STORE.records.clear()
