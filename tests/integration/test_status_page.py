@@ -119,17 +119,21 @@ def test_the_page_shows_the_numbers_of_the_api_and_keeps_them_live(loaded_stack,
     page.goto(loaded_stack.base_url + "/", wait_until="load")
     assert page.title() == "Detections ingest: status"
 
+    def number(value) -> float | None:
+        return None if value in (None, "") else float(value)
+
     def on_page() -> dict:
-        return {element: float(page.get_attribute(f"#{element}", "data-value")) for element in SHOWN}
+        return {element: number(page.get_attribute(f"#{element}", "data-value")) for element in SHOWN}
 
     def from_api() -> dict:
         body = status(loaded_stack)
-        return {element: float(find(body)) for element, find in SHOWN.items()}
+        return {element: number(find(body)) for element, find in SHOWN.items()}
 
     # Both refresh about once a second: wait until they agree and the load has settled.
     shown = wait_for(
-        lambda: (shown := on_page()) == from_api() and shown["messages-per-second"] == 0 and shown,
-        timeout=45,
+        lambda: (shown := on_page()) == from_api() and None not in shown.values()
+        and shown["messages-per-second"] == 0 and shown,
+        timeout=60,
         what=f"the page to show the API's numbers (last: page {on_page()}, API {from_api()})",
     )
     assert int(shown["rows-written"]) >= loaded_stack.expected["rows_written"] > 0
