@@ -85,6 +85,28 @@ class Settings(BaseSettings):
     max_tag_length: int = Field(256, ge=1, description="Longest tag.")
     max_countdown_seconds: int = Field(3600, ge=1, description="Longest countdown POST /tasks accepts.")
 
+    # Bulk ingest (POST /api/batch, POST /file/upload). Their bodies have limits of their own;
+    # every other route keeps MAX_BODY_BYTES.
+    max_batch_items: int = Field(1000, ge=1, description="Most payloads in one POST /api/batch.")
+    # A batch is validated whole, in memory (peak ~5x its size); bigger volumes belong in an upload,
+    # which streams.
+    max_batch_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest POST /api/batch body.")
+    max_upload_bytes: int = Field(1024 * 1024 * 1024, ge=1024, description="Largest POST /file/upload body.")
+    batch_confirm_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for RabbitMQ to confirm one chunk (up to 1,000 messages) of a batch or an "
+        "upload; items not confirmed by then are answered `unavailable`.",
+    )
+    max_xlsx_unpacked_bytes: int = Field(
+        1024 * 1024 * 1024, ge=1024, description="Largest uncompressed size of an uploaded workbook (zip bombs)."
+    )
+    max_xlsx_strings_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        description="Largest shared-strings part of an uploaded workbook; openpyxl holds it in memory whole.",
+    )
+
     # Models (POST /tasks/train, /tasks/predict). Own queues and worker group: a long training
     # never holds a thread the detections need.
     model_store_url: str = Field(

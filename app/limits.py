@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import Request
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from config import Settings
+
 
 class BodySizeLimit:
-    """Answer 413 for a body larger than `max_bytes`, without buffering it.
+    """Answer 413 for a body larger than its route's limit, without buffering it.
 
     A declared Content-Length is checked up front; a chunked body is counted
-    as it arrives, and reading stops at the limit.
+    as it arrives, and reading stops at the limit. `max_bytes` applies to every
+    path except those in `per_path` (path -> (limit, name of its setting)): the
+    bulk routes take far larger bodies than one detection, and only they should.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, tuple[int, str]] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, setting = self.per_path.get(scope["path"], (self.max_bytes, "MAX_BODY_BYTES"))
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             response = JSONResponse(
-                {"detail": f"request body is {int(declared)} bytes; the limit is {self.max_bytes} (MAX_BODY_BYTES)"},
+                {"detail": f"request body is {int(declared)} bytes; the limit is {max_bytes} ({setting})"},
                 status_code=413,
             )
             await response(scope, receive, send)
@@ -39,14 +47,25 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # FastAPI re-raises HTTPExceptions from body reading, so this becomes a 413.
-                    raise HTTPException(
-                        413, f"request body exceeds the limit of {self.max_bytes} bytes (MAX_BODY_BYTES)"
-                    )
+                    raise HTTPException(413, f"request body exceeds the limit of {max_bytes} bytes ({setting})")
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+def bulk_body_limits(settings: Settings) -> dict[str, tuple[int, str]]:
+    """The routes whose bodies may exceed MAX_BODY_BYTES, with their own limits and settings."""
+    return {
+        "/api/batch": (settings.max_batch_bytes, "MAX_BATCH_BYTES"),
+        "/file/upload": (settings.max_upload_bytes, "MAX_UPLOAD_BYTES"),
+    }
+
+
+def body_limit_for(path: str, settings: Settings) -> tuple[int, str]:
+    """(limit in bytes, setting) that BodySizeLimit applies to a request for `path`."""
+    return bulk_body_limits(settings).get(path, (settings.max_body_bytes, "MAX_BODY_BYTES"))
 
 
 async def require_json(request: Request) -> None:  # async: a sync dependency costs a thread hop

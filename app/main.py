@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.errors import install_error_handlers
-from app.limits import BodySizeLimit
+from app.limits import BodySizeLimit, bulk_body_limits
 from app.metrics import RequestMetrics, metrics_endpoint
 from app.request_context import RequestContext
+from app.routers import bulk
 from app.routers import dead_letters, health, ingest, message_status, models, status, tasks
 from config import Settings, get_settings
 from logs import configure_logging
@@ -34,11 +35,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="POST detections; Dramatiq workers on RabbitMQ append one CSV row per pred, exactly once.",
         version="0.1.0",
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, per_path=bulk_body_limits(settings))
     app.add_middleware(RequestContext, access_log=settings.access_log)
     app.add_middleware(RequestMetrics)  # outermost: counts 413s too
     install_error_handlers(app)
     app.include_router(ingest.router)
+    app.include_router(bulk.router)
     app.include_router(tasks.router)
     app.include_router(models.router)
     app.include_router(message_status.router)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from dramatiq import Actor
@@ -57,3 +62,111 @@ async def publish(actor: Actor, *args: Any, message_id: str | None = None) -> st
     PUBLISH_DURATION.labels(message.queue_name).observe(time.perf_counter() - started)
     status_writer.queued([message])  # buffered: GET /api/{id} says `queued` from now on
     return message.message_id
+
+
+#: Messages handed to the publisher at once by `publish_many`: bounds the memory of encoded
+#: messages waiting for RabbitMQ, and how many a confirm timeout can leave in doubt.
+MAX_IN_FLIGHT = 1000
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    message_id: str
+    #: None once RabbitMQ confirmed the message; otherwise why not (the message may still arrive).
+    error: str | None = None
+
+
+async def publish_many(
+    actor: Actor, arguments: Sequence[tuple], message_ids: Sequence[str | None], *, confirm_timeout: float
+) -> list[PublishOutcome]:
+    """Enqueue one message per entry of `arguments`; one outcome each, in order.
+
+    Up to MAX_IN_FLIGHT messages go to the publisher at once and RabbitMQ
+    confirms them together on the publisher's one channel, so a batch costs
+    little more than a single publish. Nothing is raised: a broker that is down
+    or slow marks the affected messages with an error and the caller decides
+    (the batch route answers them `unavailable`, or 503 when none got through).
+    `message_ids` fixes ids where not None (Idempotency-Key, ids kept from a
+    file); the request's X-Request-ID travels in every message's options, and
+    confirmed messages are recorded as `queued` for GET /api/{id}, as in `publish`.
+    """
+    request_id = REQUEST_ID.get()
+    options = {"request_id": request_id} if request_id else {}
+    outcomes: list[PublishOutcome] = []
+    for start in range(0, len(arguments), MAX_IN_FLIGHT):
+        messages = []
+        for args, message_id in zip(arguments[start : start + MAX_IN_FLIGHT], message_ids[start : start + MAX_IN_FLIGHT]):
+            message = actor.message_with_options(args=args, **options)
+            messages.append(message if message_id is None else message.copy(message_id=message_id))
+        errors = await _publish_chunk(actor.broker, messages, confirm_timeout)
+        outcomes.extend(PublishOutcome(m.message_id, e) for m, e in zip(messages, errors))
+    return outcomes
+
+
+async def _publish_chunk(broker, messages: list, confirm_timeout: float) -> list[str | None]:
+    """Hand every message to the publisher, then wait (at most `confirm_timeout`) for all confirms."""
+    queue_name = messages[0].queue_name
+    try:
+        if not broker.queue_ready(queue_name):
+            await run_in_threadpool(broker.declare_queue, queue_name, ensure=True)
+    except (BrokerError, TimeoutError) as error:
+        PUBLISH_FAILURES.labels(queue_name, type(error).__name__).inc(len(messages))
+        logger.warning("publish of {} messages to {} refused: {}", len(messages), queue_name, error)
+        return [str(error)] * len(messages)
+
+    loop = asyncio.get_running_loop()
+    all_settled = loop.create_future()
+    started = time.perf_counter()
+    futures: dict[int, Future] = {}
+    refused: dict[int, BaseException] = {}
+    for index, message in enumerate(messages):
+        try:
+            futures[index] = broker.publish_message(message)
+        except BrokerError as error:  # disconnected: refused at once, without a round trip
+            refused[index] = error
+
+    # One wake-up of the event loop for the whole chunk, not one per confirm.
+    confirm_seconds: dict[int, float] = {}
+    remaining = len(futures)
+    lock = threading.Lock()
+
+    def settled(index: int, _future: Future) -> None:  # on the publisher's thread
+        nonlocal remaining
+        confirm_seconds[index] = time.perf_counter() - started
+        with lock:
+            remaining -= 1
+            last = remaining == 0
+        if last:
+            loop.call_soon_threadsafe(lambda: all_settled.done() or all_settled.set_result(None))
+
+    if futures:
+        for index, future in futures.items():
+            future.add_done_callback(functools.partial(settled, index))
+        await asyncio.wait({all_settled}, timeout=confirm_timeout)
+
+    errors: list[str | None] = [None] * len(messages)
+    reasons: dict[str, int] = {}  # metric label -> count, labelled as `publish` labels one failure
+    confirmed = []
+    for index, message in enumerate(messages):
+        future = futures.get(index)
+        if future is not None and not future.done():
+            future.cancel()  # not sent yet? then never; sent already: RabbitMQ may still store it
+        if future is not None and future.cancelled():
+            errors[index], reason = f"no confirm within {confirm_timeout} s", "timeout"
+        else:
+            error = refused.get(index) or future.exception()
+            if error is None:
+                confirmed.append(message)
+                PUBLISH_DURATION.labels(queue_name).observe(confirm_seconds[index])
+                continue
+            errors[index], reason = str(error), type(error).__name__
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in reasons.items():
+        PUBLISH_FAILURES.labels(queue_name, reason).inc(count)
+    if reasons:
+        examples = "; ".join(sorted({error for error in errors if error})[:3])
+        logger.warning("{} of {} messages to {} not confirmed: {}", len(messages) - len(confirmed), len(messages),
+                       queue_name, examples)
+    if confirmed:
+        status_writer.queued(confirmed)  # buffered: GET /api/{id} says `queued` from now on
+    return errors

@@ -26,6 +26,7 @@ from app.limits import require_json
 from app.main import app
 from app.publishing import RETRY_AFTER_SECONDS
 from app.schemas import ErrorResponse, IngestPayload
+from tests.support.memory_store import MemoryStore
 
 #: Written out rather than imported: a change to the seed's example must show up here.
 SEED = {
@@ -215,19 +216,6 @@ def test_the_status_page_is_documented_as_html():
 
 
 # -- the documented errors are what the app answers -------------------------------------------
-
-
-class MemoryStore:
-    """Idempotency keys without Redis."""
-
-    def __init__(self):
-        self.records = {}
-
-    async def lookup(self, key):
-        return self.records.get(key)
-
-    async def remember(self, key, accepted):
-        self.records.setdefault(key, accepted)
 
 
 @pytest.fixture()

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from app.idempotency import IdempotencyStore, get_idempotency_store, message_id_for
 from app.schemas import SEED_EXAMPLE, IngestPayload
 from config import get_settings
+from tests.support.memory_store import MemoryStore
 
 
 @pytest.fixture()
@@ -32,19 +33,6 @@ def client(monkeypatch):
     test_client = TestClient(app)
     test_client.sent = sent
     return test_client
-
-
-class MemoryStore:
-    """Stands in for Redis in unit tests."""
-
-    def __init__(self):
-        self.records = {}
-
-    async def lookup(self, key):
-        return self.records.get(key)
-
-    async def remember(self, key, accepted):
-        self.records.setdefault(key, accepted)
 
 
 MEMORY_STORE = MemoryStore()

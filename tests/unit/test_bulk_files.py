@@ -1,0 +1,309 @@
+"""Payloads read back from CSV, XLSX and NDJSON files (pipeline/bulk.py): grouping, restoring, refusing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+
+import openpyxl
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.schemas import SEED_EXAMPLE, IngestPayload
+from pipeline.bulk import (
+    ReadProgress,
+    UnreadableFile,
+    read_csv_payloads,
+    read_ndjson_payloads,
+    read_xlsx_payloads,
+)
+from pipeline.rows import COLUMNS, HEADER, encode_rows
+from tests.unit.test_rows import payload as payload_strategy
+
+LIMITS = {"max_preds": 100, "max_line_bytes": 4 * 1024 * 1024}
+
+
+def validated(body: dict) -> dict:
+    return IngestPayload.model_validate(body).model_dump(mode="json")
+
+
+def service_csv(*messages: tuple[str, dict]) -> bytes:
+    """A CSV exactly as the workers write it."""
+    return (HEADER + "".join(encode_rows(mid, body)[0].decode() for mid, body in messages)).encode()
+
+
+def read_csv_bytes(data: bytes, **limits) -> tuple[list, ReadProgress]:
+    progress = ReadProgress()
+    return list(read_csv_payloads(io.BytesIO(data), progress=progress, **{**LIMITS, **limits})), progress
+
+
+def rewrite(data: bytes, columns: list[str]) -> bytes:
+    """The same CSV with only `columns`, in that order (a hand-made file)."""
+    rows = list(csv.DictReader(io.StringIO(data.decode(), newline="")))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def seed_with(**changes) -> dict:
+    body = orjson.loads(orjson.dumps(SEED_EXAMPLE))
+    body.update(changes)
+    return validated(body)
+
+
+def several_preds(count: int, device: str = "cam-01") -> dict:
+    pred = SEED_EXAMPLE["data"]["preds"][0]
+    return seed_with(device_id=device, data={"license_id": "lic-42", "preds": [
+        {**pred, "prob": index / count, "tags": [f"t{index}"]} for index in range(count)
+    ]})
+
+
+# -- CSV -------------------------------------------------------------------------------------------
+
+
+@given(st.lists(payload_strategy, min_size=1, max_size=4))
+def test_a_csv_the_service_wrote_reads_back_as_the_same_payloads_and_ids(bodies):
+    messages = [(str(uuid.uuid4()), validated(body)) for body in bodies]
+    found, progress = read_csv_bytes(service_csv(*messages))
+    assert [(item.message_id, item.payload, item.errors) for item in found] == [(mid, body, []) for mid, body in messages]
+    assert progress.rows_read == sum(len(body["data"]["preds"]) for _, body in messages)
+    assert all(validated(item.payload) == item.payload for item in found), "a round trip changes nothing"
+
+
+def test_line_numbers_count_the_header_and_each_pred_row():
+    found, _ = read_csv_bytes(service_csv((str(uuid.uuid4()), several_preds(3)), (str(uuid.uuid4()), seed_with())))
+    assert [(item.line, item.last_line, item.pred_lines) for item in found] == [(2, 4, [2, 3, 4]), (5, 5, [5])]
+
+
+def test_a_byte_order_mark_and_any_column_order_are_accepted():
+    mid = str(uuid.uuid4())
+    data = rewrite(service_csv((mid, several_preds(2))), list(reversed(COLUMNS)))
+    found, _ = read_csv_bytes(b"\xef\xbb\xbf" + data)
+    assert [(item.message_id, item.payload) for item in found] == [(mid, several_preds(2))]
+
+
+def test_without_id_columns_consecutive_rows_of_one_device_and_time_are_one_payload():
+    first, second = several_preds(3, "cam-01"), several_preds(2, "cam-02")
+    data = service_csv((str(uuid.uuid4()), first), (str(uuid.uuid4()), second))
+    found, _ = read_csv_bytes(rewrite(data, list(COLUMNS[3:])))
+    assert [(item.message_id, item.payload) for item in found] == [(None, first), (None, second)]
+
+
+def test_pred_count_ends_a_payload_even_when_the_next_one_looks_the_same():
+    body = several_preds(2)
+    data = service_csv((str(uuid.uuid4()), body), (str(uuid.uuid4()), body))
+    found, _ = read_csv_bytes(rewrite(data, ["pred_count", *COLUMNS[3:]]))
+    assert [item.payload for item in found] == [body, body]
+
+
+def test_rows_out_of_pred_index_order_are_put_back_in_order():
+    mid = str(uuid.uuid4())
+    header, *rows = service_csv((mid, several_preds(3))).decode().split("\r\n")[:-1]
+    shuffled = "\r\n".join([header, rows[2], rows[0], rows[1]]) + "\r\n"
+    found, _ = read_csv_bytes(shuffled.encode())
+    assert found[0].payload == several_preds(3)
+    assert found[0].pred_lines == [3, 4, 2]
+
+
+def test_a_payload_missing_a_row_is_rejected_whole_and_the_next_one_is_read():
+    broken, whole = str(uuid.uuid4()), str(uuid.uuid4())
+    header, *rows = service_csv((broken, several_preds(3)), (whole, seed_with())).decode().split("\r\n")[:-1]
+    found, _ = read_csv_bytes(("\r\n".join([header, rows[0], rows[2], rows[3]]) + "\r\n").encode())
+    assert [(item.message_id, item.payload is None) for item in found] == [(broken, True), (whole, False)]
+    assert [error["type"] for error in found[0].errors] == ["incomplete_payload", "pred_index"]
+
+
+def test_bad_cells_are_named_by_column_and_line():
+    mid = str(uuid.uuid4())
+    text = service_csv((mid, several_preds(2))).decode()
+    text = text.replace(",0.5,", ",high,").replace('"[""t0""]"', "not json")
+    found, _ = read_csv_bytes(text.encode())
+    assert found[0].payload is None
+    assert {(error["field"], error["message"].split(":")[0]) for error in found[0].errors} == {
+        ("prob", "line 3"), ("tags", "line 2")
+    }
+
+
+def test_a_pred_count_that_is_not_a_count_is_refused():
+    text = service_csv((str(uuid.uuid4()), several_preds(2))).decode().replace(",1,2,", ",1,two,")
+    found, _ = read_csv_bytes(text.encode())
+    assert [(item.line, item.last_line, item.payload) for item in found] == [(2, 3, None)]
+    assert [error["field"] for error in found[0].errors] == ["pred_count"]
+
+
+def test_an_empty_tags_cell_means_no_tags():
+    data = rewrite(service_csv((str(uuid.uuid4()), seed_with())), list(COLUMNS)).replace(
+        b'"[""person"",""entrance""]"', b""
+    )
+    found, _ = read_csv_bytes(data)
+    assert found[0].payload["data"]["preds"][0]["tags"] == []
+
+
+def test_a_message_id_that_is_not_a_uuid_is_refused():
+    found, _ = read_csv_bytes(service_csv(("not-a-uuid", seed_with())))
+    assert [error["field"] for error in found[0].errors] == ["message_id"]
+
+
+def test_a_row_with_more_cells_than_the_header_is_rejected_alone():
+    mid = str(uuid.uuid4())
+    data = service_csv((mid, seed_with())) + b"a,b,c,d,e,f,g,h,i,j,k\r\n" + service_csv((mid, seed_with()))[len(HEADER):]
+    found, _ = read_csv_bytes(data)
+    assert [(item.line, [e["type"] for e in item.errors]) for item in found] == [(2, []), (3, ["row_length"]), (4, [])]
+
+
+def test_more_rows_than_max_preds_in_one_payload_are_refused():
+    found, _ = read_csv_bytes(service_csv((str(uuid.uuid4()), several_preds(5))), max_preds=3)
+    assert found[0].payload is None and found[0].errors[0]["type"] == "too_long"
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"", "empty"),
+        (b"device_id,client_id\r\n", "missing column(s) created_at"),
+        (HEADER.encode().replace(b"prob", b"probability"), "unknown column(s) 'probability'"),
+        (HEADER.encode().replace(b"tags", b"prob"), "repeated column(s) prob"),
+    ],
+)
+def test_a_wrong_header_refuses_the_file_before_any_payload(data, words):
+    with pytest.raises(UnreadableFile) as refused:
+        read_csv_bytes(data)
+    assert refused.value.kind == "header" and words in refused.value.message
+
+
+def test_text_that_is_not_utf8_stops_reading_at_its_line():
+    good = service_csv((str(uuid.uuid4()), seed_with()))
+    reader = read_csv_payloads(io.BytesIO(good + b"\xff\xfe broken\r\n"), progress=ReadProgress(), **LIMITS)
+    assert next(reader).payload == seed_with()
+    with pytest.raises(UnreadableFile) as stopped:
+        next(reader)
+    assert (stopped.value.kind, stopped.value.line) == ("broken", 3)
+    assert "line 3 is not UTF-8" in stopped.value.message
+
+
+def test_a_line_longer_than_the_limit_stops_reading_without_holding_it():
+    data = service_csv((str(uuid.uuid4()), seed_with())) + b"x" * 10_000 + b"\r\n"
+    with pytest.raises(UnreadableFile) as stopped:
+        read_csv_bytes(data, max_line_bytes=1000)
+    assert (stopped.value.kind, stopped.value.line) == ("broken", 3)
+
+
+def test_reading_is_lazy_a_payload_at_a_time():
+    """The reader holds rows of one payload, never the file: it yields before reading the rest."""
+    first = service_csv((str(uuid.uuid4()), seed_with()))
+    file = io.BytesIO(first + first[len(HEADER):] * 100_000)
+    reader = read_csv_payloads(file, progress=ReadProgress(), **LIMITS)
+    next(reader)
+    assert file.tell() < 64 * 1024
+
+
+# -- XLSX ------------------------------------------------------------------------------------------
+
+
+def workbook_bytes(rows: list[list], *, dimension: str | None = None) -> bytes:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    for row in rows:
+        sheet.append(row)
+    out = io.BytesIO()
+    workbook.save(out)
+    if dimension is None:
+        return out.getvalue()
+    return _with_dimension(out.getvalue(), dimension)
+
+
+def _with_dimension(data: bytes, dimension: str) -> bytes:
+    import re
+    import zipfile
+
+    source, target = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(target, "w") as out:
+        for member in source.infolist():
+            content = source.read(member)
+            if member.filename == "xl/worksheets/sheet1.xml":
+                content = re.sub(rb'<dimension ref="[^"]*"', f'<dimension ref="{dimension}"'.encode(), content)
+            out.writestr(member, content)
+    return target.getvalue()
+
+
+def csv_rows(data: bytes) -> list[list]:
+    """The cells of a service CSV as a spreadsheet holds them: numbers as numbers, text as text."""
+    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    numeric = {COLUMNS.index(name) for name in ("pred_index", "pred_count", "prob")}
+    return [rows[0]] + [[float(c) if i in numeric else c for i, c in enumerate(row)] for row in rows[1:]]
+
+
+def read_xlsx_bytes(data: bytes, **limits) -> list:
+    options = {"max_preds": 100, "max_unpacked_bytes": 1 << 30, "max_strings_bytes": 1 << 30, **limits}
+    return list(read_xlsx_payloads(io.BytesIO(data), progress=ReadProgress(), **options))
+
+
+def test_an_xlsx_of_the_service_rows_reads_back_as_the_same_payloads():
+    hostile = seed_with(device_id="=cmd|' /C calc'!A0", client_id="'quoted", created_at="2023-02-13T10:49:06+02:00")
+    messages = [(str(uuid.uuid4()), hostile), (str(uuid.uuid4()), several_preds(3))]
+    found = read_xlsx_bytes(workbook_bytes(csv_rows(service_csv(*messages))))
+    assert [(item.message_id, item.payload, item.errors) for item in found] == [(m, b, []) for m, b in messages]
+
+
+def test_an_xlsx_with_a_wrong_dimension_still_yields_every_row():
+    messages = [(str(uuid.uuid4()), several_preds(2)) for _ in range(3)]
+    found = read_xlsx_bytes(workbook_bytes(csv_rows(service_csv(*messages)), dimension="A1:B2"))
+    assert [item.message_id for item in found] == [mid for mid, _ in messages]
+
+
+def test_a_spreadsheet_date_cell_is_read_as_iso_8601():
+    from datetime import datetime
+
+    rows = csv_rows(service_csv((str(uuid.uuid4()), seed_with())))
+    rows[1][COLUMNS.index("created_at")] = datetime(2023, 2, 13, 10, 49, 6, 613000)  # Excel keeps milliseconds
+    assert read_xlsx_bytes(workbook_bytes(rows))[0].payload["created_at"] == "2023-02-13T10:49:06.613000"
+
+
+def test_an_xlsx_whose_strings_exceed_the_limit_is_refused_before_reading():
+    """Excel puts text in a shared-strings part, which openpyxl loads whole (openpyxl writes it inline)."""
+    import zipfile
+
+    out = io.BytesIO(workbook_bytes(csv_rows(service_csv((str(uuid.uuid4()), several_preds(50))))))
+    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/sharedStrings.xml", b"<sst>" + b" " * 100_000 + b"</sst>")
+    data = out.getvalue()
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(data, max_strings_bytes=50_000)
+    assert refused.value.kind == "too_large" and "MAX_XLSX_STRINGS_BYTES" in refused.value.message
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(data, max_unpacked_bytes=100_000)
+    assert "MAX_XLSX_UNPACKED_BYTES" in refused.value.message
+
+
+@pytest.mark.parametrize("data", [b"not a zip at all", workbook_bytes([])[:200]])
+def test_a_file_that_is_no_workbook_is_refused_as_such(data):
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(data)
+    assert refused.value.kind == "format"
+
+
+# -- NDJSON ----------------------------------------------------------------------------------------
+
+
+def read_ndjson_bytes(data: bytes, max_line_bytes: int = 1 << 20) -> tuple[list, ReadProgress]:
+    progress = ReadProgress()
+    return list(read_ndjson_payloads(io.BytesIO(data), max_line_bytes=max_line_bytes, progress=progress)), progress
+
+
+def test_ndjson_lines_are_payloads_and_blank_lines_are_skipped():
+    line = orjson.dumps(SEED_EXAMPLE)
+    found, progress = read_ndjson_bytes(b"\xef\xbb\xbf" + line + b"\n\n  \r\n" + line + b"\r\n" + b"{broken\n")
+    assert [(item.line, item.payload == SEED_EXAMPLE) for item in found] == [(1, True), (4, True), (5, False)]
+    assert found[2].errors[0]["type"] == "json_invalid" and "line 5" in found[2].errors[0]["message"]
+    assert progress.rows_read == 3
+
+
+def test_an_ndjson_line_over_the_limit_is_refused_alone():
+    line = orjson.dumps(SEED_EXAMPLE)
+    found, _ = read_ndjson_bytes(line + b"\n" + b"[" + b"1," * 5000 + b"1]\n" + line, max_line_bytes=len(line))
+    assert [(item.line, [e["type"] for e in item.errors]) for item in found] == [(1, []), (2, ["too_large"]), (3, [])]
