@@ -68,11 +68,16 @@ def body_limit_for(path: str, settings: Settings) -> tuple[int, str]:
     return bulk_body_limits(settings).get(path, (settings.max_body_bytes, "MAX_BODY_BYTES"))
 
 
+def declares_json(content_type: str) -> bool:
+    """`application/json` or `application/*+json`, parameters (charset) ignored."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
 async def require_json(request: Request) -> None:  # async: a sync dependency costs a thread hop
     """415 unless the body is declared as JSON (`application/json` or `*/*+json`)."""
     declared = request.headers.get("content-type", "")
-    media_type = declared.split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not (media_type.startswith("application/") and media_type.endswith("+json")):
+    if not declares_json(declared):
         raise HTTPException(
             415, f"send the body as JSON with 'Content-Type: application/json' (got {declared or 'no Content-Type'!r})"
         )

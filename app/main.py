@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.errors import install_error_handlers
+from app.fast_ingest import FastIngest
 from app.limits import BodySizeLimit, bulk_body_limits
 from app.metrics import RequestMetrics, metrics_endpoint
 from app.request_context import RequestContext
@@ -26,7 +27,8 @@ async def _connect_publisher(app: FastAPI):
     broker.publisher.close()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, fast_ingest: bool = True) -> FastAPI:
+    """`fast_ingest=False` leaves POST /api wholly to FastAPI (the tests compare the two)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     app = FastAPI(
@@ -35,6 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="POST detections; Dramatiq workers on RabbitMQ append one CSV row per pred, exactly once.",
         version="0.1.0",
     )
+    if fast_ingest:
+        # Innermost of ours: the body limit, request id, access log and metrics wrap it too.
+        app.add_middleware(FastIngest, api=app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, per_path=bulk_body_limits(settings))
     app.add_middleware(RequestContext, access_log=settings.access_log)
     app.add_middleware(RequestMetrics)  # outermost: counts 413s too
