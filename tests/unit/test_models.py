@@ -102,3 +102,22 @@ def test_s3_store(monkeypatch, iris_model):
 def test_bad_store_urls_say_what_to_use(url):
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         open_store(url)
+
+
+def test_a_worker_loads_each_artifact_from_the_store_once(monkeypatch, iris_model, tmp_path):
+    """Predictions reuse the loaded model: artifacts never change (one per training message)."""
+    import actors.models
+
+    store = LocalModelStore(tmp_path)
+    store.save("m-cached", iris_model[0], {"model_id": "m-cached", "features": FEATURES})
+    reads = []
+    original = store.artifact
+    monkeypatch.setattr(store, "artifact", lambda model_id: reads.append(model_id) or original(model_id))
+    monkeypatch.setattr(actors.models, "store", lambda: store)
+    actors.models._loaded.cache_clear()
+    row = dict(zip(FEATURES, [5.1, 3.5, 1.4, 0.2]))
+    first = actors.models.predict.fn("m-cached", [row])
+    second = actors.models.predict.fn("m-cached", [row, row])
+    assert first["predictions"] == [0] and second["predictions"] == [0, 0]
+    assert reads == ["m-cached"], "loaded once, then served from the worker's cache"
+    actors.models._loaded.cache_clear()
