@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         "text", description="`json`: one JSON object per line (for log shippers); `text`: for people."
     )
     access_log: bool = Field(True, description="The API logs one line per request, with its X-Request-ID.")
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry (traces, metrics, logs) when a provider is configured; "
+        "off by default, since it checks for providers on every request (~3% of the API's CPU).",
+    )
 
 
 @lru_cache

@@ -36,6 +36,8 @@ def create_app(settings: Settings | None = None, *, fast_ingest: bool = True) ->
         title="Detections ingest",
         summary="POST detections; Dramatiq workers on RabbitMQ append one CSV row per pred, exactly once.",
         version="0.1.0",
+        # Prometheus is the metrics path here; FastAPI's OpenTelemetry support is opt-in (OPENTELEMETRY).
+        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     if fast_ingest:
         # Innermost of ours: the body limit, request id, access log and metrics wrap it too.

@@ -169,3 +169,11 @@ def test_a_broker_refusal_is_the_same_503_with_retry_after(clients, monkeypatch)
     a, b = post(fast, body), post(plain, body)
     assert (a.status_code, a.json(), a.headers["retry-after"]) == (b.status_code, b.json(), b.headers["retry-after"])
     assert a.status_code == 503
+
+
+def test_fastapi_opentelemetry_is_off_unless_asked_for():
+    """It would check for OpenTelemetry providers on every request; Prometheus is the metrics path."""
+    from config import Settings
+
+    assert create_app(Settings())._telemetry["tracing"] is False
+    assert create_app(Settings(opentelemetry=True))._telemetry["tracing"] is True
