@@ -78,7 +78,7 @@ def test_status_counts_rows_messages_retries_dead_letters_and_workers(loaded_sta
     settled = wait_for(
         lambda: (body := status(loaded_stack)) and {k: body[k] for k in expected} == expected and body,
         timeout=60,
-        what=f"GET /status to reach {expected} (last: {status(loaded_stack)})",
+        what=lambda: f"GET /status to reach {expected} (now: {status(loaded_stack)})",
     )
     assert settled["queues"]["ingest"] == {"ready": 0, "consumers": 2, "delayed": 0, "dead_letters": 1}
     assert settled["rabbitmq"] == "ok" and settled["redis"] == "ok"
@@ -134,7 +134,7 @@ def test_the_page_shows_the_numbers_of_the_api_and_keeps_them_live(loaded_stack,
         lambda: (shown := on_page()) == from_api() and None not in shown.values()
         and shown["messages-per-second"] == 0 and shown,
         timeout=60,
-        what=f"the page to show the API's numbers (last: page {on_page()}, API {from_api()})",
+        what=lambda: f"the page to show the API's numbers (now: page {on_page()}, API {from_api()})",
     )
     assert int(shown["rows-written"]) >= loaded_stack.expected["rows_written"] > 0
     visible = page.inner_text("#rows-written").replace(",", "")

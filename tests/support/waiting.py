@@ -9,8 +9,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "condition") -> T:
-    """Return the first truthy value of `condition()`; fail after `timeout` seconds."""
+def wait_for(
+    condition: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str | Callable[[], str] = "condition"
+) -> T:
+    """Return the first truthy value of `condition()`; fail after `timeout` seconds.
+
+    `what` may be a callable, evaluated only on failure: it can then report the last state seen.
+    """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
@@ -21,5 +26,6 @@ def wait_for(condition: Callable[[], T], *, timeout: float, interval: float = 0.
         except Exception as error:  # the condition may fail until the thing it checks exists
             last_error = error
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error!r})")
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {described} (last error: {last_error!r})")
         time.sleep(interval)
