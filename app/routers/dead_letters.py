@@ -10,7 +10,7 @@ from pika.exceptions import AMQPError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from actors import INGEST_QUEUE, TASKS_QUEUE, broker
+from actors import INGEST_QUEUE, PREDICTIONS_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, broker
 from actors.dead_letters import DeadLetterOffice
 from app.json_route import OrjsonRoute
 from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
@@ -21,8 +21,8 @@ from config import get_settings
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"], route_class=OrjsonRoute)
 
-QueueName = Literal["ingest", "tasks"]
-assert set(QueueName.__args__) == {INGEST_QUEUE, TASKS_QUEUE}
+QueueName = Literal["ingest", "tasks", "training", "predictions"]
+assert set(QueueName.__args__) == {INGEST_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, PREDICTIONS_QUEUE}
 
 EXAMPLE_ID = "3d0c8f5e-7a2b-4c61-b9e4-1f6a2d8c5b07"
 
@@ -124,7 +124,7 @@ async def list_dead_letters(
     "Retries start from zero.",
     dependencies=[Depends(require_json)],
     responses={
-        **validation_response("queue", "Input should be 'ingest' or 'tasks'", "literal_error"),
+        **validation_response("queue", "Input should be 'ingest', 'tasks', 'training' or 'predictions'", "literal_error"),
         **JSON_BODY_RESPONSES,
         **UNAVAILABLE_RESPONSE,
     },

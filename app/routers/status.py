@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from actors import INGEST_QUEUE, TASKS_QUEUE, broker
+from actors import INGEST_QUEUE, PREDICTIONS_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, broker
 from actors.stats import namespace_for
 from app.json_route import OrjsonRoute
 from app.status import StatusReader
@@ -49,6 +49,8 @@ class Status(BaseModel):
                     "queues": {
                         "ingest": {"ready": 12, "consumers": 2, "delayed": 0, "dead_letters": 1},
                         "tasks": {"ready": 0, "consumers": 2, "delayed": 0, "dead_letters": 0},
+                        "training": {"ready": 3, "consumers": 1, "delayed": 0, "dead_letters": 0},
+                        "predictions": {"ready": 0, "consumers": 1, "delayed": 0, "dead_letters": 0},
                     },
                     "workers": 2,
                     "dead_letters": 1,
@@ -71,7 +73,7 @@ def get_reader() -> StatusReader:
     settings = get_settings()
     parameters = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
     return StatusReader(
-        parameters, settings.redis_url, namespace_for(settings.rabbitmq_url), [INGEST_QUEUE, TASKS_QUEUE]
+        parameters, settings.redis_url, namespace_for(settings.rabbitmq_url), [INGEST_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, PREDICTIONS_QUEUE]
     )
 
 

@@ -120,6 +120,10 @@ def test_a_csv_dataset_in_dataset_dir_trains_and_a_wrong_target_fails_with_the_r
     status = finished(ml_stack, bad)
     assert status["state"] == "failed" and status["attempts"] == 1, "bad input is not retried"
     assert "target column 'taste' not in the dataset" in status["last_error"]
+    letters = wait_for(lambda: (body := httpx.get(f"{ml_stack.base_url}/dead-letters", params={"queue": "training"},
+                                                  timeout=10).json())["count"] >= 1 and body,
+                       timeout=30, what="the failed training among the dead letters")
+    assert bad in {letter["message_id"] for letter in letters["messages"]}, "an operator can see and replay it"
 
 
 def test_bad_requests_are_refused_before_anything_is_enqueued(ml_stack):

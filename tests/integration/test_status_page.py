@@ -81,6 +81,7 @@ def test_status_counts_rows_messages_retries_dead_letters_and_workers(loaded_sta
         what=lambda: f"GET /status to reach {expected} (now: {status(loaded_stack)})",
     )
     assert settled["queues"]["ingest"] == {"ready": 0, "consumers": 2, "delayed": 0, "dead_letters": 1}
+    assert set(settled["queues"]) == {"ingest", "tasks", "training", "predictions"}
     assert settled["rabbitmq"] == "ok" and settled["redis"] == "ok"
     listed = httpx.get(f"{loaded_stack.base_url}/dead-letters", timeout=10).json()
     assert listed["count"] == settled["dead_letters"], "the page's dead letters are the ones the API lists"
