@@ -26,8 +26,10 @@ from dramatiq.message import Message
 from dramatiq.results import ResultFailure
 from dramatiq.results.backend import Missing, ResultBackend
 from dramatiq.results.result import unwrap_result
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import CurrentMessage, Middleware
 from loguru import logger
+
+from actors.stats import redis_client
 
 FLUSH_INTERVAL_SECONDS = 0.02
 #: Bound on writes waiting for Redis (an outage); past it the oldest are dropped, with a warning.
@@ -62,7 +64,6 @@ class StatusWriter:
         self.ttl_seconds = ttl_seconds
         self._pending: deque[tuple[str, dict[str, Any], bool]] = deque()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._owner_pid: int | None = None
         self._client: redis.Redis | None = None
         self._warned_at = 0.0
@@ -108,9 +109,7 @@ class StatusWriter:
         if not batch:
             return
         try:
-            self._client = self._client or redis.Redis.from_url(
-                self.redis_url, socket_timeout=1, socket_connect_timeout=1
-            )
+            self._client = self._client or redis_client(self.redis_url, timeout=1)
             pipe = self._client.pipeline(transaction=False)
             for message_id, fields, only_if_new in batch:
                 key = status_key(self.namespace, message_id)
@@ -171,10 +170,8 @@ class MessageLifecycle(Middleware):
     def __init__(self, writer: StatusWriter, max_retries: int):
         self.writer = writer
         self.max_retries = max_retries
-        self._local = threading.local()
 
     def before_process_message(self, broker, message) -> None:
-        self._local.message_id = message.message_id
         self.writer.record(
             message.message_id,
             {
@@ -187,15 +184,11 @@ class MessageLifecycle(Middleware):
         )
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
-        self._local.message_id = None
         if exception is None:
             self.writer.record(message.message_id, {"state": SUCCEEDED, "finished_at": _now_ms()})
         elif not message.failed:
             self.writer.record(message.message_id, {"state": RETRYING, "last_error": _error_text(exception)})
         # A failure Retries gave up on ends in after_nack.
-
-    def after_skip_message(self, broker, message) -> None:
-        self._local.message_id = None
 
     def after_nack(self, broker, message) -> None:
         error = getattr(message, "_exception", None)
@@ -215,9 +208,9 @@ class MessageLifecycle(Middleware):
 
     def report_progress(self, progress: dict[str, Any]) -> None:
         """For actors: show how far the current message got (e.g. a countdown's seconds left)."""
-        message_id = getattr(self._local, "message_id", None)
-        if message_id is not None:
-            self.writer.record(message_id, {"progress": progress})
+        message = CurrentMessage.get_current_message()
+        if message is not None:
+            self.writer.record(message.message_id, {"progress": progress})
 
 
 class StatusResultBackend(ResultBackend):
@@ -243,6 +236,6 @@ class StatusResultBackend(ResultBackend):
         self.writer.record(message_key, {"result": self.encoder.encode(result).decode()})
 
     def _get(self, message_key: str) -> Any:
-        self._client = self._client or redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        self._client = self._client or redis_client(self.redis_url, timeout=1)
         raw = self._client.hget(status_key(self.writer.namespace, message_key), "result")
         return Missing if raw is None else self.encoder.decode(raw)

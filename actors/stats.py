@@ -38,8 +38,9 @@ def namespace_for(rabbitmq_url: str) -> str:
     return f"ingest-stats:{vhost}"
 
 
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+def redis_client(url: str, timeout: float = 0.5) -> redis.Redis:
+    """A Redis client that gives up quickly: everything Redis holds here is bookkeeping."""
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 class SharedStats(Middleware):

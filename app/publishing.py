@@ -13,6 +13,7 @@ from typing import Any
 
 from dramatiq import Actor
 from dramatiq.errors import BrokerError
+from dramatiq.message import Message
 from fastapi import HTTPException
 from loguru import logger
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +34,13 @@ def broker_unavailable(reason: str) -> HTTPException:
     )
 
 
+def _message(actor: Actor, args: tuple, message_id: str | None) -> Message:
+    """The message for `actor`, carrying the request's X-Request-ID; `message_id` fixes its id."""
+    request_id = REQUEST_ID.get()
+    message = actor.message_with_options(args=args, **({"request_id": request_id} if request_id else {}))
+    return message if message_id is None else message.copy(message_id=message_id)
+
+
 async def publish(actor: Actor, *args: Any, message_id: str | None = None) -> str:
     """Enqueue one message for `actor`; return its id once RabbitMQ has confirmed it.
 
@@ -43,10 +51,7 @@ async def publish(actor: Actor, *args: Any, message_id: str | None = None) -> st
     RabbitMQ is unreachable or does not confirm within PUBLISH_TIMEOUT_SECONDS.
     """
     broker = actor.broker
-    request_id = REQUEST_ID.get()
-    message = actor.message_with_options(args=args, **({"request_id": request_id} if request_id else {}))
-    if message_id is not None:
-        message = message.copy(message_id=message_id)
+    message = _message(actor, args, message_id)
     try:
         if not broker.queue_ready(message.queue_name):
             await run_in_threadpool(broker.declare_queue, message.queue_name, ensure=True)
@@ -90,14 +95,10 @@ async def publish_many(
     file); the request's X-Request-ID travels in every message's options, and
     confirmed messages are recorded as `queued` for GET /api/{id}, as in `publish`.
     """
-    request_id = REQUEST_ID.get()
-    options = {"request_id": request_id} if request_id else {}
     outcomes: list[PublishOutcome] = []
     for start in range(0, len(arguments), MAX_IN_FLIGHT):
-        messages = []
-        for args, message_id in zip(arguments[start : start + MAX_IN_FLIGHT], message_ids[start : start + MAX_IN_FLIGHT]):
-            message = actor.message_with_options(args=args, **options)
-            messages.append(message if message_id is None else message.copy(message_id=message_id))
+        chunk = zip(arguments[start : start + MAX_IN_FLIGHT], message_ids[start : start + MAX_IN_FLIGHT])
+        messages = [_message(actor, args, message_id) for args, message_id in chunk]
         errors = await _publish_chunk(actor.broker, messages, confirm_timeout)
         outcomes.extend(PublishOutcome(m.message_id, e) for m, e in zip(messages, errors))
     return outcomes

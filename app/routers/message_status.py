@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from actors import INGEST_QUEUE, status_writer
 from actors.message_status import read_status
+from actors.stats import redis_client
 from app.errors import ErrorResponse, validation_response
 from app.json_route import OrjsonRoute
 from config import get_settings
@@ -89,7 +90,7 @@ NOT_FOUND = {
 
 @lru_cache
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=1, socket_connect_timeout=1)
+    return redis_client(get_settings().redis_url, timeout=1)
 
 
 async def _lookup(message_id: str, wanted) -> MessageStatus:
