@@ -20,21 +20,16 @@ from pipeline.rows import COLUMNS, HEADER, encode_rows
 from tests.support.csv_check import assert_rows_match, count_rows
 from tests.support.load import post_all
 from tests.support.payloads import random_payload
-from tests.support.rabbit import create_vhost, delete_vhost, queue_state, vhost_url
-from tests.support.stack import Stack, free_port
+from tests.support.rabbit import queue_state
+from tests.support.stack import Stack, free_port, isolated_stack
 from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
 def second_stack(tmp_path_factory):
     """A stack of its own (vhost, CSV): the service whose CSV is uploaded to the shared one."""
-    vhost = create_vhost("bulk")
-    stack = Stack(tmp_path_factory.mktemp("bulk-source"), vhost_url(vhost))
-    try:
+    with isolated_stack(tmp_path_factory.mktemp("bulk-source"), "bulk") as stack:
         yield stack.start()
-    finally:
-        stack.stop()
-        delete_vhost(vhost)
 
 
 def payloads(seed: int, count: int) -> list[dict]:
@@ -246,9 +241,7 @@ def peak_rss_mb(pid: int) -> float:
 
 @pytest.mark.slow
 def test_uploading_an_80_mb_csv_needs_far_less_memory_than_the_file(tmp_path):
-    vhost = create_vhost("bulk-memory")
-    stack = Stack(tmp_path, vhost_url(vhost))
-    try:
+    with isolated_stack(tmp_path, "bulk-memory") as stack:
         stack.start()
         rng = random.Random(10)
         frames = [random_payload(rng, frame_bytes=6 * 1024)["data"]["preds"][0]["image_frame"] for _ in range(50)]
@@ -271,6 +264,3 @@ def test_uploading_an_80_mb_csv_needs_far_less_memory_than_the_file(tmp_path):
         assert growth < size_mb / 4, f"peak RSS grew {growth:.0f} MB for a {size_mb:.0f} MB file"
         wait_for(lambda: count_rows(stack.csv_path, set(accepted)) >= answer["rows_read"], timeout=300, interval=2,
                  what="every row of the big file")
-    finally:
-        stack.stop()
-        delete_vhost(vhost)

@@ -9,21 +9,16 @@ import subprocess
 import pytest
 
 from tests.support.csv_check import rows_by_key
-from tests.support.rabbit import create_vhost, delete_vhost, queue_state, vhost_url
-from tests.support.stack import ROOT, Stack
+from tests.support.rabbit import queue_state
+from tests.support.stack import ROOT, Stack, isolated_stack
 from tests.support.waiting import wait_for
 
 
 @pytest.fixture()
 def own_stack(tmp_path):
     """Not the shared stack: its CSV must hold locust's rows and nobody else's."""
-    vhost = create_vhost("locust")
-    stack = Stack(tmp_path, vhost_url(vhost), processes=2, threads=8)
-    try:
+    with isolated_stack(tmp_path, "locust", processes=2, threads=8) as stack:
         yield stack.start()
-    finally:
-        stack.stop()
-        delete_vhost(vhost)
 
 
 def run_locust(stack: Stack, stats_prefix: str) -> subprocess.CompletedProcess:

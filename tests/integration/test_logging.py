@@ -10,20 +10,14 @@ import httpx
 import pytest
 
 from tests.support.payloads import random_payload
-from tests.support.rabbit import create_vhost, delete_vhost, vhost_url
-from tests.support.stack import Stack
+from tests.support.stack import isolated_stack
 from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
 def json_stack(tmp_path_factory):
-    vhost = create_vhost("logs")
-    stack = Stack(tmp_path_factory.mktemp("logs"), vhost_url(vhost), processes=2, threads=4, log_format="json")
-    try:
+    with isolated_stack(tmp_path_factory.mktemp("logs"), "logs", processes=2, threads=4, log_format="json") as stack:
         yield stack.start()
-    finally:
-        stack.stop()
-        delete_vhost(vhost)
 
 
 def json_lines(path) -> list[dict]:

@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from tests.support.payloads import random_payload
-from tests.support.rabbit import create_vhost, delete_vhost, vhost_url
-from tests.support.stack import Stack
+from tests.support.stack import isolated_stack
 from tests.support.waiting import wait_for
 
 
@@ -18,10 +17,9 @@ from tests.support.waiting import wait_for
 def status_stack(tmp_path_factory):
     """Workers that fail poison messages (retried, slowly) and fatal ones (never retried)."""
     workdir = tmp_path_factory.mktemp("message-status")
-    vhost = create_vhost("msgstatus")
-    stack = Stack(
+    with isolated_stack(
         workdir,
-        vhost_url(vhost),
+        "msgstatus",
         processes=1,
         threads=4,
         worker_extra_modules="tests.support.poison",
@@ -29,13 +27,15 @@ def status_stack(tmp_path_factory):
         max_retries="2",
         min_backoff_ms="1500",
         max_backoff_ms="1500",
-    )
-    try:
+    ) as stack:
         stack.start_api(wait_ready=True)  # no workers yet: messages stay queued
         yield stack
-    finally:
-        stack.stop()
-        delete_vhost(vhost)
+
+
+def with_workers(stack) -> None:
+    """The first test runs without workers (to see `queued`); the others need them."""
+    if stack.workers is None:
+        stack.start_workers()
 
 
 def post(stack, path: str, body: dict) -> str:
@@ -67,7 +67,7 @@ def test_a_detection_is_queued_until_a_worker_runs_then_succeeded_with_its_rows(
 
 
 def test_a_failing_detection_is_retrying_with_its_error_then_dead_lettered(status_stack):
-    status_stack.start_workers() if status_stack.workers is None else None
+    with_workers(status_stack)
     poison = random_payload(random.Random(4), frame_bytes=64) | {"device_id": "poison-device"}
     message_id = post(status_stack, "/api", poison)
     retrying = wait_for(
@@ -87,7 +87,7 @@ def test_a_failing_detection_is_retrying_with_its_error_then_dead_lettered(statu
 
 
 def test_an_error_the_actor_does_not_retry_is_failed_at_once(status_stack):
-    status_stack.start_workers() if status_stack.workers is None else None
+    with_workers(status_stack)
     fatal = random_payload(random.Random(5), frame_bytes=64) | {"device_id": "fatal-device"}
     message_id = post(status_stack, "/api", fatal)
     failed = wait_for(
@@ -100,7 +100,7 @@ def test_an_error_the_actor_does_not_retry_is_failed_at_once(status_stack):
 
 
 def test_a_countdown_shows_running_with_seconds_left_then_its_result(status_stack):
-    status_stack.start_workers() if status_stack.workers is None else None
+    with_workers(status_stack)
     message_id = post(status_stack, "/tasks", {"seconds": 3})
     seen_left = set()
 
@@ -121,7 +121,7 @@ def test_unknown_ids_and_ids_of_the_other_kind_are_404(status_stack):
     for path in (f"/api/{unknown}", f"/tasks/{unknown}"):
         response = httpx.get(f"{status_stack.base_url}{path}", timeout=10)
         assert response.status_code == 404 and unknown in response.json()["detail"]
-    status_stack.start_workers() if status_stack.workers is None else None
+    with_workers(status_stack)
     task_id = post(status_stack, "/tasks", {"seconds": 1})
     wait_for(lambda: status(status_stack, f"/tasks/{task_id}"), timeout=10, what="the task's status")
     assert httpx.get(f"{status_stack.base_url}/api/{task_id}", timeout=10).status_code == 404

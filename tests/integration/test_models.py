@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.rabbit import create_vhost, delete_vhost, queue_state, vhost_url
-from tests.support.stack import Stack, free_port
+from tests.support.rabbit import queue_state
+from tests.support.stack import Stack, free_port, isolated_stack
 from tests.support.waiting import wait_for
 
 IRIS_ROW = {"sepal length (cm)": 5.1, "sepal width (cm)": 3.5, "petal length (cm)": 1.4, "petal width (cm)": 0.2}
 
 
-def start_stack(workdir: Path, prefix: str, **settings: str) -> tuple[Stack, str]:
-    vhost = create_vhost(prefix)
-    stack = Stack(workdir, vhost_url(vhost), processes=1, threads=4, **settings)
-    stack.start()
-    stack.start_model_workers()
-    return stack, vhost
+@contextmanager
+def model_stack(workdir: Path, prefix: str, **settings: str) -> Iterator[Stack]:
+    """API, main workers and the model worker group, on a vhost of their own."""
+    with isolated_stack(workdir, prefix, processes=1, threads=4, **settings) as stack:
+        stack.start()
+        stack.start_model_workers()
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +34,8 @@ def ml_stack(tmp_path_factory):
     (workdir / "datasets" / "fruit.csv").write_text(
         "weight,colour,kind\n" + "".join(f"{100 + i},{i % 3},{'apple' if i % 2 else 'pear'}\n" for i in range(60))
     )
-    stack, vhost = start_stack(workdir, "models")
-    try:
+    with model_stack(workdir, "models") as stack:
         yield stack
-    finally:
-        stack.stop()
-        delete_vhost(vhost)
 
 
 def submit(stack, path: str, body: dict) -> str:
@@ -177,9 +175,8 @@ def test_an_s3_model_store_holds_the_artifacts(tmp_path, moto_s3, monkeypatch):
         monkeypatch.setenv(name, value)  # inherited by the stack's processes too
     s3 = boto3.client("s3", endpoint_url=moto_s3)
     s3.create_bucket(Bucket="models")
-    stack, vhost = start_stack(tmp_path, "s3models", model_store_url="s3://models/team-a",
-                               model_store_s3_endpoint_url=moto_s3)
-    try:
+    with model_stack(tmp_path, "s3models", model_store_url="s3://models/team-a",
+                     model_store_s3_endpoint_url=moto_s3) as stack:
         model_id = submit(stack, "/tasks/train", {"model": "logistic_regression", "dataset": "iris"})
         status = finished(stack, model_id)
         assert status["state"] == "succeeded", status
@@ -189,6 +186,3 @@ def test_an_s3_model_store_holds_the_artifacts(tmp_path, moto_s3, monkeypatch):
         assert [m["model_id"] for m in httpx.get(f"{stack.base_url}/models", timeout=10).json()["models"]] == [model_id]
         prediction = finished(stack, submit(stack, "/tasks/predict", {"model_id": model_id, "inputs": [IRIS_ROW]}))
         assert prediction["state"] == "succeeded" and prediction["result"]["predictions"] == [0]
-    finally:
-        stack.stop()
-        delete_vhost(vhost)

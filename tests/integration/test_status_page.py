@@ -10,8 +10,7 @@ import pytest
 
 from tests.support.load import post_all
 from tests.support.payloads import random_payload
-from tests.support.rabbit import create_vhost, delete_vhost, vhost_url
-from tests.support.stack import Stack
+from tests.support.stack import isolated_stack
 from tests.support.waiting import wait_for
 
 #: Page element id -> how to find the same number in GET /status.
@@ -33,10 +32,9 @@ SHOWN = {
 def loaded_stack(tmp_path_factory):
     """A stack that wrote known messages, retried one poison message once and dead-lettered it."""
     workdir = tmp_path_factory.mktemp("status")
-    vhost = create_vhost("status")
-    stack = Stack(
+    with isolated_stack(
         workdir,
-        vhost_url(vhost),
+        "status",
         processes=2,
         threads=4,
         worker_extra_modules="tests.support.poison",
@@ -44,8 +42,7 @@ def loaded_stack(tmp_path_factory):
         max_retries="1",
         min_backoff_ms="50",
         max_backoff_ms="100",
-    )
-    try:
+    ) as stack:
         stack.start()
         rng = random.Random(21)
         good = [random_payload(rng, frame_bytes=256) for _ in range(40)]
@@ -62,9 +59,6 @@ def loaded_stack(tmp_path_factory):
             "workers": 2,
         }
         yield stack
-    finally:
-        stack.stop()
-        delete_vhost(vhost)
 
 
 def status(stack) -> dict:

@@ -6,12 +6,14 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from tests.support.processes import descendants
-from tests.support.rabbit import queue_state
+from tests.support.rabbit import create_vhost, delete_vhost, queue_state, vhost_url
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,3 +143,16 @@ class Stack:
         self._stop(self.api, signal.SIGTERM, 30)
         self.stop_workers()
         self._stop(self.model_workers, signal.SIGTERM, 60)
+
+
+@contextmanager
+def isolated_stack(workdir: Path, prefix: str, **settings) -> Iterator[Stack]:
+    """A Stack (not started yet) on a vhost of its own; stopped and the vhost deleted on the way out,
+    also when starting it fails."""
+    vhost = create_vhost(prefix)
+    stack = Stack(workdir, vhost_url(vhost), **settings)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        delete_vhost(vhost)
