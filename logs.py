@@ -9,8 +9,13 @@ JSON object per line for log shippers; `text` is for people.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import multiprocessing.util
+import os
 import sys
+import threading
+import time
 import traceback
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -23,6 +28,9 @@ from loguru import logger
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 #: The Dramatiq message being processed (workers).
 MESSAGE_ID: ContextVar[str | None] = ContextVar("message_id", default=None)
+
+#: Lines at this level or above are written at once, not with the next batch.
+_URGENT_LEVEL = logging.WARNING
 
 _TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[logger]} | {message}"
 
@@ -69,16 +77,93 @@ def _json_line(record: dict[str, Any]) -> bytes:
     return orjson.dumps(line, default=str) + b"\n"
 
 
+class BatchedStderr:
+    """Log lines leave in batches: one write every few milliseconds, not one per line.
+
+    Why: a worker logs a line per message from many threads, and under the
+    dramatiq CLI each write is a message on a pipe that its parent process
+    wakes up to copy to its own stderr. Written one by one, that costed the
+    workers about 15% of their CPU (bench/RESULTS.md). Warnings and errors,
+    and every line of the standard-library loggers (the lifecycle of uvicorn
+    and dramatiq), still go out at once, with everything queued before them; a process that
+    exits normally flushes what is left, one killed outright loses at most
+    the last FLUSH_INTERVAL_SECONDS of info lines.
+    """
+
+    FLUSH_INTERVAL_SECONDS = 0.05
+    MAX_PENDING_BYTES = 64 * 1024
+
+    def __init__(self) -> None:
+        self._pending: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()  # guards _pending
+        self._write_lock = threading.Lock()  # keeps batches in order
+        self._owner_pid: int | None = None
+        self._wake = threading.Event()
+
+    def write(self, text: str, *, urgent: bool = False) -> None:
+        self._ensure_flusher()
+        with self._lock:
+            self._pending.append(text)
+            self._size += len(text)
+            full = self._size >= self.MAX_PENDING_BYTES
+        if urgent or full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._write_lock:
+            with self._lock:
+                if not self._pending:
+                    return
+                text = "".join(self._pending)
+                self._pending.clear()
+                self._size = 0
+            # Looked up each time: in dramatiq's workers sys.stderr is a pipe to the CLI's
+            # process, and tests swap it for a capture.
+            stream = sys.stderr
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):  # a closed stream at exit: nowhere left to write
+                pass
+
+    def _ensure_flusher(self) -> None:
+        if self._owner_pid == os.getpid():
+            return
+        with self._lock:
+            if self._owner_pid == os.getpid():
+                return
+            # A forked child starts with its parent's unwritten lines: the parent writes them.
+            self._pending.clear()
+            self._size = 0
+            self._owner_pid = os.getpid()
+        threading.Thread(target=self._flush_forever, name="log-writer", daemon=True).start()
+        atexit.register(self.flush)
+        # multiprocessing children (dramatiq's worker processes) leave through os._exit,
+        # which skips atexit but runs multiprocessing's own finalizers.
+        multiprocessing.util.Finalize(None, self.flush, exitpriority=0)
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(self.FLUSH_INTERVAL_SECONDS)
+            self.flush()
+
+
+_stderr = BatchedStderr()
+
+
+def flush_logs() -> None:
+    """Write out the lines still queued (tests, and before handing stderr to someone else)."""
+    _stderr.flush()
+
+
 def _json_sink(message) -> None:
-    # One write per line, under loguru's per-handler lock: lines of concurrent threads never mix.
-    # sys.stderr is looked up each time: in dramatiq's workers it is a pipe to the CLI's process.
-    sys.stderr.write(_json_line(message.record).decode())
-    sys.stderr.flush()
+    record = message.record
+    _stderr.write(_json_line(record).decode(), urgent=record["level"].no >= _URGENT_LEVEL)
 
 
-def _text_sink(message: str) -> None:
-    sys.stderr.write(message)
-    sys.stderr.flush()
+def _text_sink(message) -> None:
+    _stderr.write(message, urgent=message.record["level"].no >= _URGENT_LEVEL)
 
 
 class _ToLoguru(logging.Handler):
@@ -88,6 +173,9 @@ class _ToLoguru(logging.Handler):
         except ValueError:
             level = record.levelno
         logger.bind(logger=record.name).opt(exception=record.exc_info).log(level, record.getMessage())
+        # Lifecycle lines (uvicorn's, dramatiq's) go out at once: a worker process logs its
+        # last ones just before dramatiq's CLI closes the pipe its stderr is.
+        _stderr.flush()
 
 
 def uvicorn_handler() -> logging.Handler:

@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from loguru import logger
 
-from logs import configure_logging, log_context
+import logs
+from logs import BatchedStderr, configure_logging, flush_logs, log_context
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Stderr:
-    """What the sinks wrote (they look sys.stderr up per line, so capsys sees it)."""
+    """What the sinks wrote (they look sys.stderr up per batch, so capsys sees it)."""
 
     def __init__(self, capsys):
         self.capsys = capsys
 
     def getvalue(self) -> str:
+        flush_logs()
         return self.capsys.readouterr().err
 
 
 @pytest.fixture()
 def stderr(capsys):
+    flush_logs()  # lines earlier tests left queued are not this test's
+    capsys.readouterr()
     yield Stderr(capsys)
     configure_logging("INFO", "text")
 
@@ -69,3 +80,51 @@ def test_the_level_filters(stderr):
     logger.info("quiet")
     logging.getLogger("uvicorn.error").info("quiet too")
     assert stderr.getvalue() == ""
+
+
+def test_info_lines_wait_for_the_batch_and_a_warning_takes_them_out_in_order(stderr, monkeypatch):
+    monkeypatch.setattr(BatchedStderr, "FLUSH_INTERVAL_SECONDS", 3600)  # no timer flush in this test
+    configure_logging("INFO", "text")
+    batched = BatchedStderr()
+    monkeypatch.setattr(logs, "_stderr", batched)
+    logger.info("first")
+    logger.info("second")
+    assert stderr.capsys.readouterr().err == ""  # queued, not yet written
+    logger.warning("third")
+    lines = stderr.capsys.readouterr().err.splitlines()
+    assert [line.split(" | ")[-1] for line in lines] == ["first", "second", "third"]
+    logger.info("fourth")
+    logging.getLogger("dramatiq.worker.Worker").info("Worker has been shut down.")  # lifecycle: at once
+    lines = stderr.capsys.readouterr().err.splitlines()
+    assert [line.split(" | ")[-1] for line in lines] == ["fourth", "Worker has been shut down."]
+
+
+def test_the_timer_writes_info_lines_without_a_warning(stderr):
+    configure_logging("INFO", "text")
+    logger.info("soon")
+    written = wait_for(lambda: stderr.capsys.readouterr().err or None, timeout=5, what="the timer's flush")
+    assert written.rstrip().endswith("soon")
+
+
+EXITS = {
+    # A plain interpreter exit runs atexit.
+    "python": "import logs; from loguru import logger; logs.configure_logging('INFO', 'text'); logger.info('bye')",
+    # dramatiq's worker processes are multiprocessing children: they leave through os._exit.
+    "multiprocessing child": (
+        "import multiprocessing, logs; from loguru import logger\n"
+        "def child():\n"
+        "    logs.configure_logging('INFO', 'text'); logger.info('bye')\n"
+        "if __name__ == '__main__':\n"
+        "    p = multiprocessing.get_context('fork').Process(target=child); p.start(); p.join()\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", EXITS)
+def test_a_process_that_exits_writes_its_queued_lines(kind):
+    result = subprocess.run(
+        [sys.executable, "-c", EXITS[kind]], cwd=ROOT, capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.rstrip().endswith("bye"), result.stderr
