@@ -111,12 +111,10 @@ class StatusWriter:
         try:
             self._client = self._client or redis_client(self.redis_url, timeout=1)
             pipe = self._client.pipeline(transaction=False)
-            for message_id, fields, only_if_new in batch:
+            for message_id, (first_state, values) in _coalesce(batch).items():
                 key = status_key(self.namespace, message_id)
-                values = {name: _encode(value) for name, value in fields.items()}
-                if only_if_new:
-                    state = values.pop("state")
-                    pipe.hsetnx(key, "state", state)
+                if first_state is not None:
+                    pipe.hsetnx(key, "state", first_state)
                 if values:
                     pipe.hset(key, mapping=values)
                 pipe.expire(key, self.ttl_seconds)
@@ -132,6 +130,31 @@ class StatusWriter:
         if time.monotonic() - self._warned_at > 60:
             self._warned_at = time.monotonic()
             logger.warning(text)
+
+
+def _coalesce(
+    batch: Iterable[tuple[str, dict[str, Any], bool]],
+) -> dict[str, tuple[str | None, dict[str, str | int]]]:
+    """One write per message instead of one per record, with the same end result.
+
+    A worker records three things per message (running, its result,
+    succeeded), usually within one flush: sent one by one that was six Redis
+    commands per message and a tenth of a worker's time. Per message this
+    returns the `state` to set only if the hash has none (`only_if_new`,
+    unless an earlier record in the batch already set one) and the fields to
+    set, later records overriding earlier ones, as the separate writes would.
+    """
+    merged: dict[str, tuple[str | None, dict[str, str | int]]] = {}
+    for message_id, fields, only_if_new in batch:
+        first_state, values = merged.get(message_id, (None, {}))
+        encoded = {name: _encode(value) for name, value in fields.items()}
+        if only_if_new:
+            state = encoded.pop("state")
+            if first_state is None and "state" not in values:
+                first_state = state
+        values.update(encoded)
+        merged[message_id] = (first_state, values)
+    return merged
 
 
 def _encode(value: Any) -> str | int:

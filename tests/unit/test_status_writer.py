@@ -1,0 +1,79 @@
+"""actors/message_status.StatusWriter: one Redis write per message, the same record as one write per call."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.message_status import StatusWriter, _coalesce, status_key
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="module")
+def client():
+    return redis.Redis.from_url(REDIS_URL, decode_responses=True)
+
+
+def naive_apply(records):
+    """What one HSETNX/HSET per record would leave in each hash (the writer's behaviour before coalescing)."""
+    hashes: dict[str, dict[str, str]] = {}
+    for message_id, fields, only_if_new in records:
+        record = hashes.setdefault(message_id, {})
+        values = {name: str(value) for name, value in fields.items()}
+        if only_if_new:
+            state = values.pop("state")
+            record.setdefault("state", state)
+        record.update(values)
+    return hashes
+
+
+field_values = st.one_of(st.sampled_from(["queued", "running", "succeeded", "retrying"]), st.integers(0, 10**13))
+records = st.lists(
+    st.tuples(
+        st.sampled_from(["m-1", "m-2", "m-3"]),
+        st.dictionaries(st.sampled_from(["state", "attempts", "started_at", "result", "queue"]), field_values),
+        st.booleans(),
+    ).map(lambda r: (r[0], {**r[1], "state": r[1].get("state", "queued")} if r[2] else r[1], r[2])),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(records)
+def test_a_coalesced_flush_leaves_what_one_write_per_record_would(client, batch):
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    writer = StatusWriter(REDIS_URL, namespace, ttl_seconds=60)
+    writer._owner_pid = __import__("os").getpid()  # no background flusher: this test flushes
+    for message_id, fields, only_if_new in batch:
+        writer.record(message_id, fields, only_if_new=only_if_new)
+    writer.flush()
+    try:
+        for message_id, expected in naive_apply(batch).items():
+            key = status_key(namespace, message_id)
+            assert client.hgetall(key) == expected
+            if expected:
+                assert 0 < client.ttl(key) <= 60
+    finally:
+        keys = [status_key(namespace, m) for m in ("m-1", "m-2", "m-3")]
+        client.delete(*keys)
+
+
+def test_a_worker_s_three_records_of_a_message_become_one_write():
+    running = ("m-1", {"state": "running", "attempts": 1, "started_at": 1}, False)
+    result = ("m-1", {"result": '{"rows_written": 3}'}, False)
+    succeeded = ("m-1", {"state": "succeeded", "finished_at": 2}, False)
+    assert _coalesce([running, result, succeeded]) == {
+        "m-1": (None, {"state": "succeeded", "attempts": 1, "started_at": 1,
+                       "result": '{"rows_written": 3}', "finished_at": 2}),
+    }
+
+
+def test_queued_after_a_worker_s_state_in_the_same_batch_does_not_override_it():
+    running = ("m-1", {"state": "running"}, False)
+    queued = ("m-1", {"state": "queued", "enqueued_at": 5}, True)
+    assert _coalesce([running, queued]) == {"m-1": (None, {"state": "running", "enqueued_at": 5})}
