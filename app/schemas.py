@@ -7,6 +7,7 @@ rejected rather than dropped, so a client's typo never loses data silently.
 from __future__ import annotations
 
 import binascii
+import string
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -23,6 +24,24 @@ Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_len
 Tag = Annotated[str, StringConstraints(strict=True, max_length=_settings.max_tag_length)]
 
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+_BASE64_ALPHABET = (string.ascii_letters + string.digits + "+/").encode()
+
+
+def is_padded_base64(value: str) -> bool:
+    """Whether `value` matches BASE64_PATTERN (RFC 4648 base64, padded), without a regex or decoding.
+
+    Decoding ~5 frames of 8 KB with binascii was a sixth of the API's time per
+    request (profile in bench/RESULTS.md); deleting the alphabet with
+    `bytes.translate` is five times cheaper. tests/unit/test_schemas.py checks
+    it against the pattern on any text.
+    """
+    if not value.isascii():
+        return False
+    raw = value.encode()
+    body = raw.rstrip(b"=")
+    return len(raw) % 4 == 0 and len(raw) - len(body) <= 2 and not body.translate(None, _BASE64_ALPHABET)
 
 
 def integral_float_to_int(value: object) -> object:
@@ -75,11 +94,15 @@ class Prediction(BaseModel):
     @field_validator("image_frame")
     @classmethod
     def image_frame_is_base64(cls, value: str) -> str:
-        try:
+        if is_padded_base64(value):
+            return value
+        try:  # only to say what is wrong: binascii's messages are precise
             binascii.a2b_base64(value, strict_mode=True)
-        except binascii.Error as error:
-            raise ValueError(f"image_frame must be standard base64 with padding ({error})") from None
-        return value
+        except ValueError as error:  # binascii.Error, or "only ASCII characters"
+            reason = str(error)
+        else:  # binascii lets a run of extra "=" after the last group through; RFC 4648 does not
+            reason = "excess padding"
+        raise ValueError(f"image_frame must be standard base64 with padding ({reason})")
 
 
 class Detection(BaseModel):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from app.idempotency import IdempotencyStore, get_idempotency_store, message_id_for
-from app.schemas import SEED_EXAMPLE, IngestPayload
+from app.schemas import BASE64_PATTERN, SEED_EXAMPLE, IngestPayload, is_padded_base64
 from config import get_settings
 from tests.support.memory_store import MemoryStore
 
@@ -255,3 +260,21 @@ def test_integers_in_request_bodies_are_json_integers_only(value):
     with pytest.raises(ValidationError):
         CountdownRequest.model_validate({"seconds": value})
     assert ReplayRequest.model_validate({"limit": 5.0}).limit == 5
+
+
+base64_like = st.text(alphabet=st.sampled_from("AQgw+/=9z\n -é"), max_size=16)
+real_base64 = st.binary(max_size=24).map(lambda raw: base64.b64encode(raw).decode())
+
+
+@settings(max_examples=2000)
+@given(st.one_of(base64_like, real_base64, st.text(max_size=12), real_base64.map(lambda t: t + "=")))
+def test_the_fast_base64_check_is_the_published_pattern(text):
+    assert is_padded_base64(text) == bool(re.fullmatch(BASE64_PATTERN, text))
+
+
+@pytest.mark.parametrize("frame", ["AAAA====", "aGk=AAAA", "aGk", "a Gk=", "aGk=\n", "é==="])
+def test_a_frame_off_the_pattern_is_refused_with_the_reason(frame):
+    body = copy.deepcopy(SEED_EXAMPLE)
+    body["data"]["preds"][0]["image_frame"] = frame
+    with pytest.raises(ValidationError, match="image_frame must be standard base64 with padding"):
+        IngestPayload.model_validate(body)
