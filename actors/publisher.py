@@ -32,6 +32,8 @@ from dramatiq.message import Message
 from loguru import logger
 from pika.adapters.select_connection import IOLoop
 
+from actors.consumer import BatchedAckConsumer
+
 #: Pause between reconnection attempts; short, because clients are waiting.
 RECONNECT_DELAY_SECONDS = 0.5
 
@@ -257,6 +259,11 @@ class ConfirmedRabbitmqBroker(RabbitmqBroker):
         self._publisher: Optional[ConfirmedPublisher] = None
         self._publisher_pid: Optional[int] = None
         self._publisher_lock = threading.Lock()
+
+    @property
+    def consumer_class(self):
+        """Dramatiq's consumer, acking bursts at once (actors/consumer.py)."""
+        return BatchedAckConsumer
 
     @property
     def publisher(self) -> ConfirmedPublisher:

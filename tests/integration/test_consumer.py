@@ -1,0 +1,86 @@
+"""actors/consumer.BatchedAckConsumer against the real broker: every ack arrives, bursts share a wake-up."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from dramatiq.message import Message
+
+from actors.publisher import ConfirmedRabbitmqBroker
+from tests.support.rabbit import create_vhost, delete_vhost, vhost_url
+from tests.support.waiting import wait_for
+
+MESSAGES = 200
+
+
+@pytest.fixture()
+def broker():
+    vhost = create_vhost("consumer")
+    broker = ConfirmedRabbitmqBroker(url=vhost_url(vhost), middleware=[], publish_timeout=10)
+    try:
+        yield broker
+    finally:
+        broker.close()
+        delete_vhost(vhost)
+
+
+def drain(consumer, count: int, deadline: float = 30) -> list:
+    """Take `count` deliveries; next() also runs the consumer thread's callbacks (the acks)."""
+    received = []
+    wait_for(lambda: (received.append(m) if (m := next(consumer)) is not None else None)
+             or len(received) >= count or None, timeout=deadline, interval=0, what=f"{count} deliveries")
+    return received
+
+
+def test_acks_from_many_threads_all_arrive_with_fewer_wakeups_than_messages(broker):
+    assert broker.consumer_class.__name__ == "BatchedAckConsumer"
+    broker.declare_queue("q", ensure=True)
+    for index in range(MESSAGES):
+        broker.enqueue(Message(queue_name="q", actor_name="a", args=(index,), kwargs={}, options={}))
+
+    consumer = broker.consume("q", prefetch=MESSAGES, timeout=100)
+    wakeups = []
+    real_schedule = consumer.connection.add_callback_threadsafe
+    consumer.connection.add_callback_threadsafe = lambda callback: (wakeups.append(1), real_schedule(callback))
+    messages = drain(consumer, MESSAGES)
+
+    # Ack from 8 threads at once, as Dramatiq's worker threads do, while this thread (the
+    # consumer thread's role) keeps pika's I/O loop turning.
+    chunks = [messages[i::8] for i in range(8)]
+    threads = [threading.Thread(target=lambda chunk=chunk: [consumer.ack(m) for m in chunk]) for chunk in chunks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert next(consumer) is None  # runs the queued ack callbacks, then times out idle
+    consumer.close()
+
+    assert 1 <= len(wakeups) < MESSAGES
+    assert sorted(m.args[0] for m in messages) == list(range(MESSAGES))
+    # An ack that never reached RabbitMQ would show as a redelivery to the next consumer.
+    again = broker.consume("q", prefetch=MESSAGES, timeout=500)
+    try:
+        assert next(again) is None
+    finally:
+        again.close()
+
+
+def test_an_unacked_message_is_redelivered(broker):
+    """The check above can fail: what it would see if the batch lost an ack."""
+    broker.declare_queue("q", ensure=True)
+    for index in range(3):
+        broker.enqueue(Message(queue_name="q", actor_name="a", args=(index,), kwargs={}, options={}))
+    consumer = broker.consume("q", prefetch=10, timeout=100)
+    first, second, third = drain(consumer, 3)
+    consumer.ack(first)
+    consumer.ack(third)
+    assert next(consumer) is None
+    consumer.close()
+    again = broker.consume("q", prefetch=10, timeout=2000)
+    try:
+        (redelivered,) = drain(again, 1)
+        assert redelivered.args[0] == 1
+        assert next(again) is None  # and only that one
+    finally:
+        again.close()
