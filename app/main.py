@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from app.errors import install_error_handlers
 from app.fast_ingest import FastIngest
 from app.limits import BodySizeLimit, bulk_body_limits
-from app.metrics import RequestMetrics, metrics_endpoint
+from app.metrics import metrics_endpoint
 from app.request_context import RequestContext
 from app.routers import bulk
 from app.routers import dead_letters, health, ingest, message_status, models, status, tasks
@@ -40,11 +40,11 @@ def create_app(settings: Settings | None = None, *, fast_ingest: bool = True) ->
         telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     if fast_ingest:
-        # Innermost of ours: the body limit, request id, access log and metrics wrap it too.
+        # Innermost of ours: the body limit, and the request id, access log and metrics wrap it too.
         app.add_middleware(FastIngest, api=app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, per_path=bulk_body_limits(settings))
+    # Outermost: request id, access log and metrics, for 413s too.
     app.add_middleware(RequestContext, access_log=settings.access_log)
-    app.add_middleware(RequestMetrics)  # outermost: counts 413s too
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(bulk.router)

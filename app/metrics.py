@@ -8,13 +8,12 @@ sums them, whichever process answers the scrape.
 from __future__ import annotations
 
 import os
-import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 HTTP_REQUESTS = Counter(
     "ingest_http_requests_total", "HTTP requests answered, by route template and status.", ["method", "route", "status"]
@@ -36,32 +35,15 @@ PUBLISH_FAILURES = Counter(
 )
 
 
-class RequestMetrics:
-    """Count and time every request by its route template (never the raw path: bounded labels)."""
+def observe_request(scope: Scope, status: int, seconds: float) -> None:
+    """Count and time one answered request by its route template (never the raw path: bounded labels).
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
-            HTTP_DURATION.labels(scope["method"], template).observe(time.perf_counter() - started)
+    Called by app.request_context.RequestContext, which already watches every
+    request's start, status and end for the access log: one ASGI layer for both.
+    """
+    template = getattr(scope.get("route"), "path", None) or "unmatched"
+    HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+    HTTP_DURATION.labels(scope["method"], template).observe(seconds)
 
 
 async def metrics_endpoint(request: Request) -> Response:

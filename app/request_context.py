@@ -1,8 +1,10 @@
-"""X-Request-ID: one id per request, from the client or made here, carried to the workers.
+"""Every request, observed once: its X-Request-ID, its access line and its metrics.
 
-The id is set for the request's log lines (logs.REQUEST_ID), echoed in the
-response, and `app.publishing` puts it into the message's options, so the
-worker's log lines for that message carry it too.
+The id, from the client or made here, is set for the request's log lines
+(logs.REQUEST_ID), echoed in the response, and `app.publishing` puts it into
+the message's options, so the worker's log lines for that message carry it
+too. The same wrapper of `send` sees the status for the access line and for
+the request metrics (app.metrics), so the hot path pays for one layer, not two.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import uuid
 from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.metrics import observe_request
 from logs import log_context
 
 HEADER = b"x-request-id"
@@ -31,7 +34,10 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class RequestContext:
-    """Give each HTTP request an id; log one access line with it when `access_log` is on."""
+    """Give each HTTP request an id; count and time it; log one access line when `access_log` is on.
+
+    Outermost of the app's middlewares, so requests refused by the body limit (413) are counted too.
+    """
 
     def __init__(self, app: ASGIApp, access_log: bool = True):
         self.app = app
@@ -56,12 +62,14 @@ class RequestContext:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
+                seconds = time.perf_counter() - started
+                observe_request(scope, status, seconds)
                 if self.access_log:
                     fields = {
                         "method": scope["method"],
                         "path": scope["path"],
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(seconds * 1000, 2),
                     }
                     # The fields are also bound, so LOG_FORMAT=json carries them as keys.
                     logger.bind(**fields).info("{method} {path} {status} {duration_ms} ms", **fields)
