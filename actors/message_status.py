@@ -78,12 +78,16 @@ class StatusWriter:
             self._pending.append((message_id, fields, only_if_new))
 
     def queued(self, messages: Iterable[Message]) -> None:
-        """Called by the API for messages RabbitMQ has confirmed."""
-        now = _now_ms()
+        """Called by the API for messages RabbitMQ has confirmed.
+
+        `enqueued_at` is the message's own timestamp, taken when it was built just before
+        publishing: the time of the confirm could come after a fast worker's `started_at`.
+        """
         for message in messages:
             self.record(
                 message.message_id,
-                {"state": QUEUED, "queue": message.queue_name, "actor": message.actor_name, "enqueued_at": now},
+                {"state": QUEUED, "queue": message.queue_name, "actor": message.actor_name,
+                 "enqueued_at": message.message_timestamp},
                 only_if_new=True,  # a fast worker may already have written `running` or more
             )
 

@@ -42,7 +42,9 @@ class MessageStatus(BaseModel):
     last_error: Optional[str] = Field(None, description="The error of the latest failed attempt.")
     progress: Optional[dict[str, Any]] = Field(None, description="What the task reported while running.")
     result: Any = Field(None, description="What the actor returned, once `succeeded`.")
-    enqueued_at: Optional[int] = Field(None, description="ms since the epoch.")
+    enqueued_at: Optional[int] = Field(
+        None, description="ms since the epoch: when the API built the message, just before publishing it."
+    )
     started_at: Optional[int] = Field(None, description="Start of the latest attempt, ms since the epoch.")
     finished_at: Optional[int] = Field(None, description="ms since the epoch.")
 

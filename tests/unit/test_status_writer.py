@@ -77,3 +77,21 @@ def test_queued_after_a_worker_s_state_in_the_same_batch_does_not_override_it():
     running = ("m-1", {"state": "running"}, False)
     queued = ("m-1", {"state": "queued", "enqueued_at": 5}, True)
     assert _coalesce([running, queued]) == {"m-1": (None, {"state": "running", "enqueued_at": 5})}
+
+
+def test_enqueued_at_is_the_message_s_own_timestamp_so_never_after_a_worker_s_start(client):
+    from dramatiq.message import Message
+
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    writer = StatusWriter(REDIS_URL, namespace, ttl_seconds=60)
+    writer._owner_pid = __import__("os").getpid()
+    message = Message(queue_name="ingest", actor_name="write_detection_rows", args=(), kwargs={}, options={},
+                      message_timestamp=1_700_000_000_000)
+    writer.queued([message])
+    writer.flush()
+    key = status_key(namespace, message.message_id)
+    try:
+        assert client.hgetall(key) == {"state": "queued", "queue": "ingest", "actor": "write_detection_rows",
+                                       "enqueued_at": "1700000000000"}
+    finally:
+        client.delete(key)
