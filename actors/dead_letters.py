@@ -24,8 +24,8 @@ from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 from loguru import logger
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from actors.stats import redis_client
 
 #: Reasons live as long as RabbitMQ keeps dead letters (Dramatiq's default, 7 days).
 REASON_TTL_SECONDS = 7 * 24 * 3600
@@ -35,10 +35,6 @@ RETRY_STATE_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta")
 
 def _reason_key(message_id: str) -> str:
     return f"dead-letter-reason:{message_id}"
-
-
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
 
 
 class DeadLetterReasons(Middleware):
@@ -58,7 +54,7 @@ class DeadLetterReasons(Middleware):
             "rejected_at": int(time.time() * 1000),
         }
         try:
-            self._client = self._client or _redis(self.redis_url)
+            self._client = self._client or redis_client(self.redis_url, retry=False)
             self._client.set(_reason_key(message.message_id), orjson.dumps(record), ex=REASON_TTL_SECONDS)
         except redis.RedisError as failure:
             logger.warning("reason of dead letter {} not recorded: {!r}", message.message_id, failure)
@@ -92,7 +88,7 @@ class DeadLetterOffice:
         if not message_ids:
             return {}
         try:
-            raw = _redis(self.redis_url).mget([_reason_key(mid) for mid in message_ids])
+            raw = redis_client(self.redis_url, retry=False).mget([_reason_key(mid) for mid in message_ids])
         except redis.RedisError as failure:
             logger.warning("dead-letter reasons unavailable: {!r}", failure)
             return {}
@@ -169,7 +165,7 @@ class DeadLetterOffice:
             connection.close()
         if replayed:
             try:
-                _redis(self.redis_url).delete(*[_reason_key(mid) for mid in replayed])
+                redis_client(self.redis_url, retry=False).delete(*[_reason_key(mid) for mid in replayed])
             except redis.RedisError:
                 pass
         # Not a fresh count: this channel still holds the skipped ones, which a count would miss.

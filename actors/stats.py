@@ -19,6 +19,8 @@ from urllib.parse import unquote, urlsplit
 import redis
 from dramatiq.middleware import Middleware
 from loguru import logger
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from pipeline.csv_sink import CommitReport
 
@@ -38,9 +40,14 @@ def namespace_for(rabbitmq_url: str) -> str:
     return f"ingest-stats:{vhost}"
 
 
-def redis_client(url: str, timeout: float = 0.5) -> redis.Redis:
-    """A Redis client that gives up quickly: everything Redis holds here is bookkeeping."""
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+def redis_client(url: str, timeout: float = 0.5, *, retry: bool = True) -> redis.Redis:
+    """A Redis client that gives up quickly: everything Redis holds here is bookkeeping.
+
+    `retry=False` for calls made on a message's own path (a nack), where redis-py's
+    default retries would multiply the wait when Redis is down.
+    """
+    options = {} if retry else {"retry": Retry(NoBackoff(), 0)}
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, **options)
 
 
 class SharedStats(Middleware):
