@@ -83,9 +83,9 @@ def test_the_level_filters(stderr):
 
 
 def test_info_lines_wait_for_the_batch_and_a_warning_takes_them_out_in_order(stderr, monkeypatch):
-    monkeypatch.setattr(BatchedStderr, "FLUSH_INTERVAL_SECONDS", 3600)  # no timer flush in this test
     configure_logging("INFO", "text")
     batched = BatchedStderr()
+    batched.FLUSH_INTERVAL_SECONDS = 3600  # no timer flush in this test (this instance only)
     monkeypatch.setattr(logs, "_stderr", batched)
     logger.info("first")
     logger.info("second")
