@@ -17,6 +17,15 @@ hypothesis_settings.register_profile("dev", max_examples=100, deadline=None)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+@pytest.fixture(autouse=True)
+def _log_lines_stay_with_their_test():
+    """Write out the log lines a test queued (logs.BatchedStderr) while its output is still captured."""
+    yield
+    from logs import flush_logs
+
+    flush_logs()
+
+
 @pytest.fixture(scope="session")
 def vhost():
     from tests.support.rabbit import create_vhost, delete_vhost
