@@ -50,6 +50,13 @@ def status(stack, path: str) -> dict:
     return response.json()
 
 
+def reaches(stack, path: str, state: str, timeout: float) -> dict:
+    """The status record once its state is `state` (polled until `timeout`)."""
+    return wait_for(
+        lambda: (body := status(stack, path))["state"] == state and body, timeout=timeout, what=f"the {state} state"
+    )
+
+
 def test_a_detection_is_queued_until_a_worker_runs_then_succeeded_with_its_rows(status_stack):
     payload = random_payload(random.Random(3), frame_bytes=64)
     message_id = post(status_stack, "/api", payload)
@@ -57,11 +64,7 @@ def test_a_detection_is_queued_until_a_worker_runs_then_succeeded_with_its_rows(
     assert queued["state"] == "queued" and queued["queue"] == "ingest" and queued["enqueued_at"] > 0
 
     status_stack.start_workers()
-    done = wait_for(
-        lambda: (body := status(status_stack, f"/api/{message_id}"))["state"] == "succeeded" and body,
-        timeout=30,
-        what="the detection to succeed",
-    )
+    done = reaches(status_stack, f"/api/{message_id}", "succeeded", timeout=30)
     assert done["result"] == {"rows_written": len(payload["data"]["preds"]), "duplicate": False}
     assert done["attempts"] == 1 and done["started_at"] >= done["enqueued_at"] and done["finished_at"] > 0
 
@@ -70,18 +73,10 @@ def test_a_failing_detection_is_retrying_with_its_error_then_dead_lettered(statu
     with_workers(status_stack)
     poison = random_payload(random.Random(4), frame_bytes=64) | {"device_id": "poison-device"}
     message_id = post(status_stack, "/api", poison)
-    retrying = wait_for(
-        lambda: (body := status(status_stack, f"/api/{message_id}"))["state"] == "retrying" and body,
-        timeout=30,
-        what="the retrying state",
-    )
+    retrying = reaches(status_stack, f"/api/{message_id}", "retrying", timeout=30)
     assert retrying["last_error"] == "DownstreamFault: poison-device cannot be stored until the fix"
     assert retrying["attempts"] in (1, 2)
-    dead = wait_for(
-        lambda: (body := status(status_stack, f"/api/{message_id}"))["state"] == "dead-lettered" and body,
-        timeout=60,
-        what="the dead-lettered state",
-    )
+    dead = reaches(status_stack, f"/api/{message_id}", "dead-lettered", timeout=60)
     assert dead["attempts"] == 3, "one try and MAX_RETRIES=2 retries"
     assert dead["last_error"] == "DownstreamFault: poison-device cannot be stored until the fix"
 
@@ -90,11 +85,7 @@ def test_an_error_the_actor_does_not_retry_is_failed_at_once(status_stack):
     with_workers(status_stack)
     fatal = random_payload(random.Random(5), frame_bytes=64) | {"device_id": "fatal-device"}
     message_id = post(status_stack, "/api", fatal)
-    failed = wait_for(
-        lambda: (body := status(status_stack, f"/api/{message_id}"))["state"] == "failed" and body,
-        timeout=30,
-        what="the failed state",
-    )
+    failed = reaches(status_stack, f"/api/{message_id}", "failed", timeout=30)
     assert failed["attempts"] == 1
     assert failed["last_error"] == "PermanentFault: fatal-device is refused for good"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -17,6 +18,13 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 @pytest.fixture(scope="module")
 def client():
     return redis.Redis.from_url(REDIS_URL, decode_responses=True)
+
+
+def writer_flushed_by_the_test() -> StatusWriter:
+    """A writer on a namespace of its own, without its background flusher: the test calls flush()."""
+    writer = StatusWriter(REDIS_URL, f"test-{uuid.uuid4().hex[:8]}", ttl_seconds=60)
+    writer._owner_pid = os.getpid()  # as if its flusher were already running in this process
+    return writer
 
 
 def naive_apply(records):
@@ -46,9 +54,8 @@ records = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(records)
 def test_a_coalesced_flush_leaves_what_one_write_per_record_would(client, batch):
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
-    writer = StatusWriter(REDIS_URL, namespace, ttl_seconds=60)
-    writer._owner_pid = __import__("os").getpid()  # no background flusher: this test flushes
+    writer = writer_flushed_by_the_test()
+    namespace = writer.namespace
     for message_id, fields, only_if_new in batch:
         writer.record(message_id, fields, only_if_new=only_if_new)
     writer.flush()
@@ -82,9 +89,8 @@ def test_queued_after_a_worker_s_state_in_the_same_batch_does_not_override_it():
 def test_enqueued_at_is_the_message_s_own_timestamp_so_never_after_a_worker_s_start(client):
     from dramatiq.message import Message
 
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
-    writer = StatusWriter(REDIS_URL, namespace, ttl_seconds=60)
-    writer._owner_pid = __import__("os").getpid()
+    writer = writer_flushed_by_the_test()
+    namespace = writer.namespace
     message = Message(queue_name="ingest", actor_name="write_detection_rows", args=(), kwargs={}, options={},
                       message_timestamp=1_700_000_000_000)
     writer.queued([message])
