@@ -22,9 +22,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     # Broker. A vhost in the URL is honoured (tests and benchmarks isolate themselves that way).
+    # No credentials here: pika then offers RabbitMQ's `guest`, which RabbitMQ accepts from loopback
+    # only. A deployment names its own user in the URL (compose: from .env).
     rabbitmq_url: str = Field(
-        "amqp://guest:guest@127.0.0.1:5672/",
-        description="AMQP URL of RabbitMQ, including the vhost.",
+        "amqp://127.0.0.1:5672/",
+        description="AMQP URL of RabbitMQ, including the vhost and, beyond loopback, user and password.",
     )
     publish_timeout_seconds: float = Field(
         0.5,
@@ -50,6 +52,24 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address uvicorn binds to (0.0.0.0 in containers).")
     api_port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+
+    # Access control (app/auth.py, app/keys.py). Without a keys file the API is open, and then it
+    # serves on loopback only; `python -m app.keys add` creates the file and its first key.
+    api_keys_file: Path = Field(
+        Path("data/api-keys.json"), description="Hashed API keys (`python -m app.keys`); re-read when it changes."
+    )
+    default_rate_per_key: int = Field(
+        0, ge=0, description="Requests per second a key without its own --rate may make; 0: unlimited."
+    )
+    auth_by_proxy: bool = Field(
+        False,
+        description="Serve without API keys on any address: ONLY when an authenticating proxy of your own is the "
+        "sole way in. Every request is then trusted with every scope.",
+    )
+    allowed_hosts: str = Field(
+        "127.0.0.1 localhost ::1",
+        description="Host headers the API answers (space-separated; `*` for any): refuses DNS rebinding.",
+    )
 
     # Workers.
     worker_processes: int = Field(2, ge=1, description="Processes of the dramatiq CLI.")

@@ -28,11 +28,22 @@ from loguru import logger
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 #: The Dramatiq message being processed (workers).
 MESSAGE_ID: ContextVar[str | None] = ContextVar("message_id", default=None)
+#: The name of the API key that made the request, or that sent the message (never its secret).
+API_KEY: ContextVar[str | None] = ContextVar("key", default=None)
 
 #: Lines at this level or above are written at once, not with the next batch.
 _URGENT_LEVEL = logging.WARNING
 
-_TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[logger]} | {message}"
+#: `{extra[line]}`, not `{message}`: the message with control characters escaped (`_add_context`).
+_TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[logger]} | {extra[line]}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: a control character (a `%0A` decoded from a request path, say) becomes
+    its escape, so no input can forge a second log line in the text format."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 @contextmanager
@@ -49,25 +60,29 @@ def log_context(*, request_id: str | None = None, message_id: str | None = None)
 def _add_context(record: dict[str, Any]) -> None:
     extra = record["extra"]
     extra.setdefault("logger", record["name"])
-    request_id, message_id = REQUEST_ID.get(), MESSAGE_ID.get()
+    extra["line"] = escape_controls(record["message"])
+    request_id, message_id, key = REQUEST_ID.get(), MESSAGE_ID.get(), API_KEY.get()
     if request_id is not None:
         extra.setdefault("request_id", request_id)
     if message_id is not None:
         extra.setdefault("message_id", message_id)
+    if key:
+        extra.setdefault("key", key)
 
 
 def _text_format(record: dict[str, Any]) -> str:
-    ids = "".join(f" {name}={{extra[{name}]}}" for name in ("request_id", "message_id") if name in record["extra"])
+    ids = "".join(f" {name}={{extra[{name}]}}" for name in ("request_id", "message_id", "key") if name in record["extra"])
     suffix = f" |{ids}" if ids else ""
     return _TEXT_FORMAT + suffix + "\n{exception}"
 
 
 def _json_line(record: dict[str, Any]) -> bytes:
+    extra = {name: value for name, value in record["extra"].items() if name != "line"}
     line: dict[str, Any] = {
         "time": record["time"].isoformat(),
         "level": record["level"].name,
-        "message": record["message"],
-        **record["extra"],
+        "message": record["message"],  # JSON escapes control characters itself
+        **extra,
         "process": record["process"].id,
         "thread": record["thread"].name,
     }

@@ -69,6 +69,9 @@ class DeadLetter:
     attempts: int
     rejected_at: Optional[int]
     args: list[Any]
+    #: The name of the API key that sent it, and its tenant ("" when the API had no keys).
+    key: str = ""
+    tenant: str = ""
 
 
 class DeadLetterOffice:
@@ -130,6 +133,8 @@ class DeadLetterOffice:
             attempts=recorded.get("attempts", message.options.get("retries", 0) + 1),
             rejected_at=recorded.get("rejected_at"),
             args=list(message.args),
+            key=message.options.get("key", ""),
+            tenant=message.options.get("tenant", ""),
         )
 
     def replay(self, queue: str, message_ids: Optional[set[str]], limit: int) -> tuple[list[str], int]:

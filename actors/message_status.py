@@ -87,7 +87,7 @@ class StatusWriter:
             self.record(
                 message.message_id,
                 {"state": QUEUED, "queue": message.queue_name, "actor": message.actor_name,
-                 "enqueued_at": message.message_timestamp},
+                 "enqueued_at": message.message_timestamp, "tenant": message.options.get("tenant", "")},
                 only_if_new=True,  # a fast worker may already have written `running` or more
             )
 
@@ -207,6 +207,9 @@ class MessageLifecycle(Middleware):
                 "actor": message.actor_name,
                 "attempts": message.options.get("retries", 0) + 1,
                 "started_at": _now_ms(),
+                # Also here, not only in `queued`: a fast worker's record may reach Redis first, and
+                # the status API shows a record only to its tenant.
+                "tenant": message.options.get("tenant", ""),
             },
         )
 

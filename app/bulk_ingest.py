@@ -30,10 +30,12 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from actors.ingest import write_detection_rows
+from app.auth import Principal
 from app.errors import field_path
 from app.idempotency import message_id_for
 from app.publishing import MAX_IN_FLIGHT, RETRY_AFTER_SECONDS, PublishOutcome, broker_unavailable, publish_many
 from app.schemas import IngestPayload
+from app.tenancy import client_problem, file_row_id, id_scope
 from config import Settings
 from pipeline.bulk import (
     FilePayload,
@@ -55,12 +57,16 @@ FILE_FORMATS = ("csv", "xlsx", "ndjson")
 T = TypeVar("T")
 
 
-def validate(value: Any) -> tuple[dict | None, list[dict[str, str]]]:
-    """(the JSON body to enqueue, []) or (None, the errors in the 422 shape)."""
+def validate(value: Any, sender: Principal) -> tuple[dict | None, list[dict[str, str]]]:
+    """(the JSON body to enqueue, []) or (None, the errors in the 422 shape, or the sender's key may
+    not send for its client_id)."""
     try:
         payload = IngestPayload.model_validate(value)
     except ValidationError as error:
         return None, [problem(field_path(item["loc"]), item["msg"], item["type"]) for item in error.errors()]
+    forbidden = client_problem(sender, payload.client_id)
+    if forbidden is not None:
+        return None, [forbidden]
     return payload.model_dump(mode="json"), []
 
 
@@ -84,18 +90,20 @@ def payload_chars(body: dict) -> int:
     return 256 + sum(len(pred["image_frame"]) + sum(len(tag) + 4 for tag in pred["tags"]) + 32 for pred in preds)
 
 
-# The separators are spaces, which an Idempotency-Key cannot hold (app.idempotency.KEY_PATTERN): no
-# derived id can equal the id of a single POST /api, nor one derived for another route.
+# `key` is an Idempotency-Key already scoped to its tenant (app.tenancy.scoped_key). The separators
+# are spaces, which an Idempotency-Key cannot hold (app.idempotency.KEY_PATTERN): no derived id can
+# equal the id of a single POST /api, nor one derived for another route.
 def batch_message_id(key: str, index: int) -> str:
     return message_id_for(f"{key} batch {index}")
 
 
-def file_message_id(key: str | None, content: ContentDigest | str, ordinal: int) -> str:
-    """Without a key, from the file's SHA-256 (a ContentDigest, or its hex digest)."""
+def file_message_id(key: str | None, content: ContentDigest | str, ordinal: int, scope: str) -> str:
+    """Without a key, from the file's SHA-256 (a ContentDigest, or its hex digest) in the sender's
+    id scope (app.tenancy.id_scope): two tenants uploading one file get two sets of messages."""
     if key is not None:
         return message_id_for(f"{key} upload {ordinal}")
     content_sha256 = content if isinstance(content, str) else content.hexdigest()
-    return message_id_for(f"{content_sha256} upload-content {ordinal}")
+    return message_id_for(f"{scope} {content_sha256} upload-content {ordinal}")
 
 
 # -- POST /api/batch ---------------------------------------------------------------------------
@@ -107,14 +115,16 @@ def parse_ndjson(body: bytes, max_line_bytes: int) -> list[tuple[Any, list[dict[
     return [(line.payload, line.errors) for line in lines]
 
 
-async def enqueue_batch(items: list[tuple[Any, list[dict[str, str]]]], key: str | None, settings: Settings) -> dict:
+async def enqueue_batch(
+    items: list[tuple[Any, list[dict[str, str]]]], key: str | None, settings: Settings, sender: Principal
+) -> dict:
     """Validate every item, publish the valid ones together, answer each by its index (BatchAnswer).
 
     `items` are (value, errors): an item that could not even be parsed
     (an NDJSON line that is not JSON) comes with its errors. Raises 503 when
     RabbitMQ confirmed none of the valid items.
     """
-    checked = await run_in_threadpool(lambda: [validate(value) if not errors else (None, errors)
+    checked = await run_in_threadpool(lambda: [validate(value, sender) if not errors else (None, errors)
                                                for value, errors in items])
     valid = [index for index, (body, _) in enumerate(checked) if body is not None]
     ids = {index: batch_message_id(key, index) if key is not None else str(uuid.uuid4()) for index in valid}
@@ -125,6 +135,7 @@ async def enqueue_batch(items: list[tuple[Any, list[dict[str, str]]]], key: str 
             write_detection_rows,
             [(checked[index][0],) for index in chunk],
             [ids[index] for index in chunk],
+            sender=sender,
             confirm_timeout=settings.batch_confirm_timeout_seconds,
         )
         outcomes += published
@@ -233,7 +244,8 @@ class _Checked:
 
 
 async def enqueue_file(
-    file: BinaryIO, filename: str, kind: str, key: str | None, content: ContentDigest, settings: Settings
+    file: BinaryIO, filename: str, kind: str, key: str | None, content: ContentDigest, settings: Settings,
+    sender: Principal,
 ) -> dict:
     """Read, validate and publish a file a chunk at a time; answer counts and rejections (UploadAnswer).
 
@@ -244,17 +256,21 @@ async def enqueue_file(
     """
     upload = _Upload(filename, kind)
     payloads = _reader(file, kind, settings, upload.progress)
+    scope = id_scope(sender)
 
     def checked() -> Iterator[_Checked | UnreadableFile]:
         """Each payload validated, with its id; the error that stopped reading, if one did, comes last."""
         ordinal = -1
         try:
             for ordinal, item in enumerate(payloads):
-                message_id = item.message_id or file_message_id(key, content, ordinal)
+                if item.message_id:
+                    message_id = file_row_id(sender, item.message_id)
+                else:
+                    message_id = file_message_id(key, content, ordinal, scope)
                 if item.errors:
                     yield _Checked(item, None, item.errors, message_id)
                 else:
-                    body, errors = validate(item.payload)
+                    body, errors = validate(item.payload, sender)
                     yield _Checked(item, body, _name_lines(errors, item, kind), message_id)
         except UnreadableFile as error:
             if ordinal < 0:
@@ -268,7 +284,7 @@ async def enqueue_file(
     try:
         while chunk := await ahead:
             ahead = asyncio.ensure_future(run_in_threadpool(next, chunks, None))
-            await _publish_chunk_of_file(chunk, upload, settings)
+            await _publish_chunk_of_file(chunk, upload, settings, sender)
     finally:
         if not ahead.done():  # the file is closed after the answer: let the thread finish with it first
             await asyncio.wait({ahead})
@@ -277,7 +293,7 @@ async def enqueue_file(
     return upload.answer()
 
 
-async def _publish_chunk_of_file(chunk: list, upload: _Upload, settings: Settings) -> None:
+async def _publish_chunk_of_file(chunk: list, upload: _Upload, settings: Settings, sender: Principal) -> None:
     """Count and list a chunk's rejections, publish the rest; 503 as soon as RabbitMQ fails."""
     stopped = chunk.pop() if isinstance(chunk[-1], UnreadableFile) else None
     upload.payloads += len(chunk)
@@ -290,6 +306,7 @@ async def _publish_chunk_of_file(chunk: list, upload: _Upload, settings: Setting
             write_detection_rows,
             [(entry.body,) for entry in publishable],
             [entry.message_id for entry in publishable],
+            sender=sender,
             confirm_timeout=settings.batch_confirm_timeout_seconds,
         )
         failed = [outcome.error for outcome in outcomes if outcome.error is not None]

@@ -4,10 +4,11 @@ Profiles of the API under load put about a third of its CPU in FastAPI's
 routing, dependency solving, request objects and response-model
 serialisation, for a route whose work is: parse, validate, publish, answer.
 This ASGI middleware does exactly that for a well-formed detection declared
-as JSON without an Idempotency-Key, with the same schema and the same
-publish path. Every other request to POST /api (another content type, an
-Idempotency-Key, a body that does not validate) goes on to the FastAPI
-route, with the body replayed if it was read already, so that every error
+as JSON without an Idempotency-Key, with the same schema, the same
+authentication (app.auth.check) and the same publish path. Every other
+request to POST /api (another content type, an Idempotency-Key, a key that
+is missing, lacks `ingest` or is over its rate, a body that does not validate
+or a client_id the key may not send for) goes on to the FastAPI route, with the body replayed if it was read already, so that every error
 answer, and the OpenAPI entry, stay the route's own. Measured: 744 -> ~1,050
 accepted req/s on the benchmark (bench/RESULTS.md).
 """
@@ -22,9 +23,11 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth import CHECKED, check
 from app.limits import declares_json
 from app.routers import ingest as ingest_route
 from app.schemas import IngestPayload
+from app.tenancy import client_problem
 
 PATH = "/api"
 
@@ -52,14 +55,21 @@ class FastIngest:
         if not (scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"):
             await self.app(scope, receive, send)
             return
-        content_type = b""
+        content_type = authorization = b""
         for name, value in scope["headers"]:
             if name == b"idempotency-key":
                 await self.app(scope, receive, send)
                 return
             if name == b"content-type":
                 content_type = value
+            elif name == b"authorization":
+                authorization = value
         if not declares_json(content_type.decode("latin-1")):
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await check(authorization.decode("latin-1"), ["ingest"])
+        except HTTPException:  # 401, 403, 429: the route words it (and counts nothing twice)
             await self.app(scope, receive, send)
             return
 
@@ -71,13 +81,18 @@ class FastIngest:
         try:
             payload = IngestPayload.model_validate(orjson.loads(body))
         except (orjson.JSONDecodeError, ValidationError):
-            await self.app(scope, _replay(body, receive), send)  # the route words the 422
+            payload = None
+        if payload is None or client_problem(principal, payload.client_id) is not None:
+            scope[CHECKED] = principal  # the route words the 422 or 403; the key was counted once
+            await self.app(scope, _replay(body, receive), send)
             return
 
         scope["route"] = self.route
         try:
             # The route module's publish and actor: one way to enqueue a detection, whichever path.
-            message_id = await ingest_route.publish(ingest_route.write_detection_rows, payload.model_dump(mode="json"))
+            message_id = await ingest_route.publish(
+                ingest_route.write_detection_rows, payload.model_dump(mode="json"), sender=principal
+            )
         except HTTPException as error:  # 503: RabbitMQ unreachable or no confirm in time
             await _answer(send, error.status_code, {"detail": error.detail}, error.headers)
             return

@@ -47,6 +47,8 @@ class Accepted:
 
 
 class IdempotencyStore:
+    """`key`s here are scoped to their tenant and deployment already (app.tenancy.scoped_key)."""
+
     def __init__(self, url: str, ttl_seconds: int):
         # Short timeouts and no retries (redis-py retries by default): this bookkeeping
         # must never make a request hang.

@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 from fastapi import Request, Response
-from fastapi.routing import APIRoute
+
+from app.auth import AuthorizedRoute
 
 
 class OrjsonRequest(Request):
@@ -23,7 +24,9 @@ class OrjsonRequest(Request):
         return self._json
 
 
-class OrjsonRoute(APIRoute):
+class OrjsonRoute(AuthorizedRoute):
+    """Also authenticates before the body is read (AuthorizedRoute)."""
+
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from loguru import logger
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from app.auth import get_authenticator, requires
 from app.errors import install_error_handlers
+from app.json_route import OrjsonRoute
 from app.fast_ingest import FastIngest
 from app.limits import BodySizeLimit, bulk_body_limits
 from app.metrics import metrics_endpoint
@@ -22,9 +26,20 @@ async def _connect_publisher(app: FastAPI):
     """Connect to RabbitMQ at start-up, so the first request need not, and /ready is honest."""
     from actors import broker
 
+    _warn_if_open(get_settings())
     broker.publisher  # noqa: B018  (starts the publisher thread)
     yield
     broker.publisher.close()
+
+
+def _warn_if_open(settings: Settings) -> None:
+    if settings.auth_by_proxy:
+        logger.warning("AUTH_BY_PROXY: no API keys are checked; every request is trusted with every scope. "
+                       "Only safe when your authenticating proxy is the sole way in")
+    elif not get_authenticator().ring.enforcing:
+        logger.warning("no API keys ({} does not exist): the API is open to anyone who reaches {}; "
+                       "create a key with `python -m app.keys add NAME --scopes ...`",
+                       settings.api_keys_file, settings.api_host)
 
 
 def create_app(settings: Settings | None = None, *, fast_ingest: bool = True) -> FastAPI:
@@ -43,6 +58,8 @@ def create_app(settings: Settings | None = None, *, fast_ingest: bool = True) ->
         # Innermost of ours: the body limit, and the request id, access log and metrics wrap it too.
         app.add_middleware(FastIngest, api=app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, per_path=bulk_body_limits(settings))
+    # A page on another site cannot reach us through a DNS name it points at 127.0.0.1 (DNS rebinding).
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts.split())
     # Outermost: request id, access log and metrics, for 413s too.
     app.add_middleware(RequestContext, access_log=settings.access_log)
     install_error_handlers(app)
@@ -55,7 +72,8 @@ def create_app(settings: Settings | None = None, *, fast_ingest: bool = True) ->
     app.include_router(health.router)
     app.include_router(status.router)
     # An API route (not a bare one), so request metrics label it by its template like the rest.
-    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.router.add_api_route("/metrics", metrics_endpoint, include_in_schema=False,
+                             dependencies=[requires("metrics")], route_class_override=OrjsonRoute)
     return app
 
 

@@ -19,7 +19,9 @@ from loguru import logger
 from starlette.concurrency import run_in_threadpool
 
 from actors import status_writer
+from app.auth import Principal
 from app.metrics import PUBLISH_DURATION, PUBLISH_FAILURES
+from app.tenancy import message_options
 from logs import REQUEST_ID
 
 #: Seconds a client should wait before retrying a request refused with 503.
@@ -34,14 +36,18 @@ def broker_unavailable(reason: str) -> HTTPException:
     )
 
 
-def _message(actor: Actor, args: tuple, message_id: str | None) -> Message:
-    """The message for `actor`, carrying the request's X-Request-ID; `message_id` fixes its id."""
+def _message(actor: Actor, args: tuple, message_id: str | None, sender: Principal) -> Message:
+    """The message for `actor`, carrying the request's X-Request-ID and the sender's key and tenant
+    (app.tenancy.message_options); `message_id` fixes its id."""
+    options = message_options(sender)
     request_id = REQUEST_ID.get()
-    message = actor.message_with_options(args=args, **({"request_id": request_id} if request_id else {}))
+    if request_id:
+        options["request_id"] = request_id
+    message = actor.message_with_options(args=args, **options)
     return message if message_id is None else message.copy(message_id=message_id)
 
 
-async def publish(actor: Actor, *args: Any, message_id: str | None = None) -> str:
+async def publish(actor: Actor, *args: Any, sender: Principal, message_id: str | None = None) -> str:
     """Enqueue one message for `actor`; return its id once RabbitMQ has confirmed it.
 
     Waits on the event loop, not in a thread: handing the message to the
@@ -51,7 +57,7 @@ async def publish(actor: Actor, *args: Any, message_id: str | None = None) -> st
     RabbitMQ is unreachable or does not confirm within PUBLISH_TIMEOUT_SECONDS.
     """
     broker = actor.broker
-    message = _message(actor, args, message_id)
+    message = _message(actor, args, message_id, sender)
     try:
         if not broker.queue_ready(message.queue_name):
             await run_in_threadpool(broker.declare_queue, message.queue_name, ensure=True)
@@ -82,7 +88,8 @@ class PublishOutcome:
 
 
 async def publish_many(
-    actor: Actor, arguments: Sequence[tuple], message_ids: Sequence[str | None], *, confirm_timeout: float
+    actor: Actor, arguments: Sequence[tuple], message_ids: Sequence[str | None], *, sender: Principal,
+    confirm_timeout: float,
 ) -> list[PublishOutcome]:
     """Enqueue one message per entry of `arguments`; one outcome each, in order.
 
@@ -98,7 +105,7 @@ async def publish_many(
     outcomes: list[PublishOutcome] = []
     for start in range(0, len(arguments), MAX_IN_FLIGHT):
         chunk = zip(arguments[start : start + MAX_IN_FLIGHT], message_ids[start : start + MAX_IN_FLIGHT])
-        messages = [_message(actor, args, message_id) for args, message_id in chunk]
+        messages = [_message(actor, args, message_id, sender) for args, message_id in chunk]
         errors = await _publish_chunk(actor.broker, messages, confirm_timeout)
         outcomes.extend(PublishOutcome(m.message_id, e) for m, e in zip(messages, errors))
     return outcomes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,12 @@ from hypothesis import settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+# Before anything reads config: in-process apps are open (no keys file, whatever a developer keeps in
+# data/) unless a test gives them keys, and answer TestClient's Host header `testserver`. Stacks get
+# keys of their own (tests/support/stack.py).
+os.environ["API_KEYS_FILE"] = str(Path(tempfile.gettempdir()) / f"no-api-keys-{os.getpid()}.json")
+os.environ["ALLOWED_HOSTS"] = "127.0.0.1 localhost testserver"
 
 hypothesis_settings.register_profile("ci", max_examples=300, deadline=None)
 hypothesis_settings.register_profile("dev", max_examples=100, deadline=None)

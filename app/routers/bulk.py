@@ -12,12 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, File, Header, HTTPException, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from app.auth import Principal, requires
 from app.bulk_ingest import ContentDigest, content_problem, enqueue_batch, enqueue_file, file_format, parse_ndjson
 from app.bulk_schemas import BATCH_REQUEST_EXAMPLES, NDJSON_REQUEST_EXAMPLE, BatchAnswer, UploadAnswer
 from app.errors import KEY_REUSED_RESPONSE, RETRY_AFTER_HEADER, validation_response
 from app.idempotency import KEY_PATTERN, Accepted, IdempotencyStore, get_idempotency_store
 from app.json_route import OrjsonRoute
 from app.schemas import ErrorResponse
+from app.tenancy import scoped_key
 from config import get_settings
 from pipeline.bulk import UnreadableFile
 
@@ -153,10 +155,12 @@ async def ingest_batch(
     request: Request,
     body: Annotated[Any, Body()],
     media_type: Annotated[str, Depends(batch_media_type)],
+    principal: Principal = requires("ingest"),
     idempotency_key: IdempotencyKey = None,
     store: IdempotencyStore = Depends(get_idempotency_store),
 ) -> dict:
     settings = get_settings()
+    key = None if idempotency_key is None else scoped_key(principal, idempotency_key)
     if media_type == "ndjson":
         items = await run_in_threadpool(parse_ndjson, body, settings.max_body_bytes)
         if items and all(errors for _, errors in items):  # not NDJSON at all: refuse it like a broken JSON body
@@ -179,12 +183,12 @@ async def ingest_batch(
             "type": "too_long",
         }])
     accepted = None
-    if idempotency_key is not None:
+    if key is not None:
         fingerprint = hashlib.sha256(await request.body()).hexdigest()
-        accepted = await check_key(store, idempotency_key, "batch", fingerprint)
-    answer = await enqueue_batch(items, idempotency_key, settings)
+        accepted = await check_key(store, key, "batch", fingerprint)
+    answer = await enqueue_batch(items, key, settings, principal)
     if accepted is not None and answer["received"]:
-        await store.remember(f"{idempotency_key} batch", accepted)
+        await store.remember(f"{key} batch", accepted)
     return answer
 
 
@@ -237,10 +241,12 @@ async def ingest_batch(
 )
 async def upload_file(
     file: Annotated[UploadFile, File(description="A .csv, .xlsx or .ndjson file.")],
+    principal: Principal = requires("ingest"),
     idempotency_key: IdempotencyKey = None,
     store: IdempotencyStore = Depends(get_idempotency_store),
 ) -> dict:
     settings = get_settings()
+    key = None if idempotency_key is None else scoped_key(principal, idempotency_key)
     kind = file_format(file.filename)
     if kind is None:
         raise HTTPException(415, f"upload a .csv, .xlsx or .ndjson file (got {file.filename!r})")
@@ -251,10 +257,10 @@ async def upload_file(
         raise HTTPException(415, f"{file.filename!r}: {mismatch}")
     content = ContentDigest(file.file)
     accepted = None
-    if idempotency_key is not None:
-        accepted = await check_key(store, idempotency_key, "upload", await run_in_threadpool(content.hexdigest))
+    if key is not None:
+        accepted = await check_key(store, key, "upload", await run_in_threadpool(content.hexdigest))
     try:
-        answer = await enqueue_file(file.file, file.filename, kind, idempotency_key, content, settings)
+        answer = await enqueue_file(file.file, file.filename, kind, key, content, settings, principal)
     except UnreadableFile as error:
         status = UNREADABLE_STATUS[error.kind]
         detail: Any = error.message
@@ -262,6 +268,6 @@ async def upload_file(
             detail = [{"field": "file", "message": error.message, "type": f"file_{error.kind}"}]
         raise HTTPException(status, detail=detail) from None
     if accepted is not None and answer["enqueued"]:
-        await store.remember(f"{idempotency_key} upload", accepted)
+        await store.remember(f"{key} upload", accepted)
     return answer
 

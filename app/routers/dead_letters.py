@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from actors import INGEST_QUEUE, PREDICTIONS_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, broker
 from actors.dead_letters import DeadLetterOffice
+from app.auth import requires
 from app.json_route import OrjsonRoute
 from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
 from app.limits import require_json
@@ -19,7 +20,9 @@ from app.publishing import broker_unavailable
 from app.schemas import SEED_EXAMPLE, IngestPayload, JsonInt
 from config import get_settings
 
-router = APIRouter(prefix="/dead-letters", tags=["dead letters"], route_class=OrjsonRoute)
+# Dead letters hold every tenant's payloads, and replay re-sends them: admin only.
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"], route_class=OrjsonRoute,
+                   dependencies=[requires("admin")])
 
 QueueName = Literal["ingest", "tasks", "training", "predictions"]
 assert set(QueueName.__args__) == {INGEST_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, PREDICTIONS_QUEUE}
@@ -35,6 +38,8 @@ class DeadLetterOut(BaseModel):
     attempts: int = Field(description="Times it was tried and failed (MAX_RETRIES + 1 when retries ran out).")
     rejected_at: Optional[int] = Field(None, description="When it was dead-lettered, ms since the epoch.")
     args: list[Any] = Field(description="The actor's arguments (for ingest: the payload).")
+    key: str = Field("", description="The name of the API key that sent it (empty when the API had no keys).")
+    tenant: str = Field("", description="That key's tenant.")
 
 
 class DeadLetterList(BaseModel):
@@ -54,6 +59,8 @@ class DeadLetterList(BaseModel):
                             "rejected_at": 1676281746613,
                             # As enqueued: the payload after validation, created_at in ISO 8601.
                             "args": [IngestPayload.model_validate(SEED_EXAMPLE).model_dump(mode="json")],
+                            "key": "acme-cameras",
+                            "tenant": "acme",
                         }
                     ],
                 }

@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Response
 
 from actors.ingest import write_detection_rows
+from app.auth import Principal, requires
 from app.json_route import OrjsonRoute
 from app.errors import JSON_BODY_RESPONSES, KEY_REUSED_RESPONSE, UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
 from app.idempotency import KEY_PATTERN, Accepted, IdempotencyStore, fingerprint, get_idempotency_store, message_id_for
 from app.limits import require_json
 from app.publishing import publish
+from app.tenancy import require_client, scoped_key
 from app.schemas import SEED_EXAMPLE, SEVERAL_PREDS_EXAMPLE, IngestAccepted, IngestPayload
 
 router = APIRouter(tags=["ingest"], route_class=OrjsonRoute)
@@ -61,16 +63,19 @@ INGEST_EXAMPLES = {
 async def ingest(
     payload: Annotated[IngestPayload, Body(openapi_examples=INGEST_EXAMPLES)],
     response: Response,
+    principal: Principal = requires("ingest"),
     idempotency_key: IdempotencyKey = None,
     store: IdempotencyStore = Depends(get_idempotency_store),
 ) -> IngestAccepted:
     # Async on purpose: the confirm is awaited on the event loop; no thread waits for RabbitMQ.
+    require_client(principal, payload.client_id)
     body = payload.model_dump(mode="json")
     if idempotency_key is None:
-        return IngestAccepted(message_id=await publish(write_detection_rows, body))
+        return IngestAccepted(message_id=await publish(write_detection_rows, body, sender=principal))
 
-    accepted = Accepted(message_id_for(idempotency_key), fingerprint(body))
-    known = await store.lookup(idempotency_key)
+    key = scoped_key(principal, idempotency_key)  # tenant's and deployment's own
+    accepted = Accepted(message_id_for(key), fingerprint(body))
+    known = await store.lookup(key)
     if known is not None:
         if known.fingerprint != accepted.fingerprint:
             raise HTTPException(
@@ -85,6 +90,6 @@ async def ingest(
             )
         response.status_code = 200
         return IngestAccepted(status="duplicate", message_id=known.message_id)
-    await publish(write_detection_rows, body, message_id=accepted.message_id)
-    await store.remember(idempotency_key, accepted)
+    await publish(write_detection_rows, body, sender=principal, message_id=accepted.message_id)
+    await store.remember(key, accepted)
     return IngestAccepted(message_id=accepted.message_id)

@@ -14,7 +14,9 @@ from actors import INGEST_QUEUE, status_writer
 from actors.message_status import read_status
 from actors.stats import redis_client
 from app.errors import ErrorResponse, validation_response
+from app.auth import Principal, requires
 from app.json_route import OrjsonRoute
+from app.tenancy import sees
 from config import get_settings
 
 router = APIRouter(route_class=OrjsonRoute)
@@ -95,15 +97,17 @@ def _client() -> redis.Redis:
     return redis_client(get_settings().redis_url, timeout=1)
 
 
-async def _lookup(message_id: str, wanted) -> MessageStatus:
+async def _lookup(message_id: str, wanted, principal: Principal) -> MessageStatus:
     try:
         record = await run_in_threadpool(read_status, _client(), status_writer.namespace, message_id)
     except redis.RedisError as error:
         raise HTTPException(
             503, f"message status unavailable (Redis: {error!r}); retry later", headers={"Retry-After": "1"}
         ) from None
-    if record is None or not wanted(record.get("queue")):
+    # Another tenant's message is as unknown as one that never was: its existence is not told either.
+    if record is None or not wanted(record.get("queue")) or not sees(principal, record):
         raise HTTPException(404, f"no message {message_id} (unknown, or its status expired)")
+    record.pop("tenant", None)
     return MessageStatus(message_id=message_id, **record)
 
 
@@ -115,8 +119,8 @@ async def _lookup(message_id: str, wanted) -> MessageStatus:
     summary="Where a detection is: queued, running, retrying, succeeded (rows written), failed, dead-lettered",
     responses={**BAD_ID, **NOT_FOUND},
 )
-async def detection_status(message_id: str = MessageId) -> MessageStatus:
-    return await _lookup(message_id, lambda queue: queue == INGEST_QUEUE)
+async def detection_status(message_id: str = MessageId, principal: Principal = requires("read")) -> MessageStatus:
+    return await _lookup(message_id, lambda queue: queue == INGEST_QUEUE, principal)
 
 
 @router.get(
@@ -127,5 +131,5 @@ async def detection_status(message_id: str = MessageId) -> MessageStatus:
     summary="Where a task is, with its progress and, once done, its result",
     responses={**BAD_ID, **NOT_FOUND},
 )
-async def task_status(message_id: str = MessageId) -> MessageStatus:
-    return await _lookup(message_id, lambda queue: queue is not None and queue != INGEST_QUEUE)
+async def task_status(message_id: str = MessageId, principal: Principal = requires("read")) -> MessageStatus:
+    return await _lookup(message_id, lambda queue: queue is not None and queue != INGEST_QUEUE, principal)

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from actors.models import predict, train_model
 from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
+from app.auth import Principal, requires
 from app.json_route import OrjsonRoute
 from app.limits import require_json
 from app.model_schemas import ModelList, PredictRequest, TaskSubmitted, TrainRequest
@@ -59,14 +60,15 @@ def _check_prediction(request: PredictRequest) -> None:
         **UNAVAILABLE_RESPONSE,
     },
 )
-async def submit_training(request: TrainRequest) -> TaskSubmitted:
+async def submit_training(request: TrainRequest, principal: Principal = requires("tasks")) -> TaskSubmitted:
     from pipeline.training import TrainingInputError
 
     try:
         await run_in_threadpool(_check_training, request)
     except TrainingInputError as error:
         raise _refuse(error.field, str(error), "invalid_training_request") from None
-    message_id = await publish(train_model, request.model, request.dataset, request.target, request.params)
+    message_id = await publish(train_model, request.model, request.dataset, request.target, request.params,
+                               sender=principal)
     return TaskSubmitted(message_id=message_id, status_url=f"/tasks/{message_id}")
 
 
@@ -83,7 +85,7 @@ async def submit_training(request: TrainRequest) -> TaskSubmitted:
         **UNAVAILABLE_RESPONSE,
     },
 )
-async def submit_prediction(request: PredictRequest) -> TaskSubmitted:
+async def submit_prediction(request: PredictRequest, principal: Principal = requires("tasks")) -> TaskSubmitted:
     from pipeline.training import TrainingInputError
 
     try:
@@ -93,10 +95,11 @@ async def submit_prediction(request: PredictRequest) -> TaskSubmitted:
                       "unknown_model") from None
     except TrainingInputError as error:
         raise _refuse(error.field, str(error), "invalid_inputs") from None
-    message_id = await publish(predict, request.model_id, request.inputs)
+    message_id = await publish(predict, request.model_id, request.inputs, sender=principal)
     return TaskSubmitted(message_id=message_id, status_url=f"/tasks/{message_id}")
 
 
-@router.get("/models", response_model=ModelList, summary="Stored models with their metrics, oldest first")
+@router.get("/models", response_model=ModelList, summary="Stored models with their metrics, oldest first",
+            dependencies=[requires("read")])
 async def list_models() -> ModelList:
     return ModelList(models=await run_in_threadpool(get_store().list))

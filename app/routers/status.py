@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from actors import INGEST_QUEUE, PREDICTIONS_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, broker
 from actors.stats import namespace_for
+from app.auth import requires
 from app.json_route import OrjsonRoute
 from app.status import StatusReader
 from config import get_settings
@@ -83,6 +84,7 @@ def get_reader() -> StatusReader:
     summary="Queue depths, workers, rows written, retries, dead letters, messages/s",
     description="What the status page at `/` shows. Cached for one second. A missing source "
     "(RabbitMQ or Redis) leaves its figures empty and says why; the others still show.",
+    dependencies=[requires("admin")],
 )
 async def status() -> dict:
     return await run_in_threadpool(get_reader().read)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from actors.tasks import countdown
+from app.auth import Principal, requires
 from app.json_route import OrjsonRoute
 from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
 from app.limits import require_json
@@ -28,6 +29,6 @@ router = APIRouter(tags=["tasks"], route_class=OrjsonRoute)
         **UNAVAILABLE_RESPONSE,
     },
 )
-async def submit_countdown(request: CountdownRequest) -> CountdownSubmitted:
-    message_id = await publish(countdown, request.seconds)
+async def submit_countdown(request: CountdownRequest, principal: Principal = requires("tasks")) -> CountdownSubmitted:
+    message_id = await publish(countdown, request.seconds, sender=principal)
     return CountdownSubmitted(message_id=message_id, seconds=request.seconds)

@@ -15,6 +15,7 @@ import openpyxl
 import orjson
 import pytest
 
+from app.auth import OPEN
 from app.bulk_ingest import file_message_id, validate
 from pipeline.rows import COLUMNS, HEADER, encode_rows
 from tests.support.csv_check import assert_rows_match, count_rows
@@ -171,7 +172,7 @@ def test_the_csv_one_service_wrote_uploaded_to_another_reproduces_its_rows_and_t
 
 
 def test_an_xlsx_upload_writes_its_rows_with_their_message_ids(stack):
-    sent = {str(uuid.uuid4()): validate(payload)[0] for payload in payloads(7, 30)}
+    sent = {str(uuid.uuid4()): validate(payload, OPEN)[0] for payload in payloads(7, 30)}
     records = list(csv.reader(io.StringIO(HEADER + "".join(encode_rows(mid, body)[0].decode()
                                                              for mid, body in sent.items()), newline="")))
     workbook = openpyxl.Workbook()
@@ -204,7 +205,7 @@ def test_an_ndjson_upload_gets_ids_derived_from_its_content(stack):
 
 
 def test_a_file_with_bad_rows_reports_each_with_its_line_and_reason_and_enqueues_the_rest(stack):
-    sent = {str(uuid.uuid4()): validate(payload)[0] for payload in payloads(9, 20)}
+    sent = {str(uuid.uuid4()): validate(payload, OPEN)[0] for payload in payloads(9, 20)}
     bad_index, torn, bad_tags = [mid for mid, body in sent.items() if len(body["data"]["preds"]) > 1][:3]
     out = io.StringIO(HEADER, newline="")
     out.seek(0, io.SEEK_END)
@@ -250,7 +251,7 @@ def test_uploading_an_80_mb_csv_needs_far_less_memory_than_the_file(tmp_path):
         with open(path, "wb") as out:
             out.write(HEADER.encode())
             while out.tell() < 80 * 1024 * 1024:
-                mid, body = str(uuid.uuid4()), validate(random_payload(rng, frames=frames))[0]
+                mid, body = str(uuid.uuid4()), validate(random_payload(rng, frames=frames), OPEN)[0]
                 accepted[mid] = body
                 out.write(encode_rows(mid, body)[0])
         size_mb = path.stat().st_size / 1e6

@@ -27,7 +27,7 @@ class FakePublisher:
         self.calls = 0
         self.refuse: set[int] | None = None
 
-    async def __call__(self, actor, arguments, message_ids, *, confirm_timeout):
+    async def __call__(self, actor, arguments, message_ids, *, sender, confirm_timeout):
         self.calls += 1
         outcomes = []
         for position, (args, message_id) in enumerate(zip(arguments, message_ids)):
@@ -203,9 +203,10 @@ def service_csv(*bodies: dict, ids: list[str] | None = None) -> bytes:
 
 def seed_json() -> dict:
     """The seed as the API enqueues it (validated, created_at in ISO 8601)."""
+    from app.auth import OPEN
     from app.bulk_ingest import validate
 
-    return validate(SEED_EXAMPLE)[0]
+    return validate(SEED_EXAMPLE, OPEN)[0]
 
 
 def upload(client, name: str, data: bytes, **headers):

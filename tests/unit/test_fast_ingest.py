@@ -43,7 +43,7 @@ def fast_answers(monkeymodule):
 @pytest.fixture(scope="module")
 def clients(monkeymodule, fast_answers):
     """(with the fast path, FastAPI only), publishing replaced: both paths publish the route's way."""
-    async def fake_publish(actor, body, message_id=None):
+    async def fake_publish(actor, body, sender, message_id=None):
         return message_id or MESSAGE_ID
 
     monkeymodule.setattr(app.routers.ingest, "publish", fake_publish)

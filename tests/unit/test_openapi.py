@@ -234,7 +234,7 @@ def client():
 def publish_succeeds(monkeypatch):
     from app.routers import ingest
 
-    async def fake_publish(actor, *args, message_id=None):
+    async def fake_publish(actor, *args, sender, message_id=None):
         return message_id or "id-1"
 
     monkeypatch.setattr(ingest, "publish", fake_publish)

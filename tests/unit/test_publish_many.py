@@ -11,6 +11,7 @@ from dramatiq.errors import ConnectionClosed
 
 from actors.ingest import write_detection_rows
 from app import publishing
+from app.auth import OPEN
 from logs import log_context
 
 
@@ -52,7 +53,7 @@ def run(broker, monkeypatch, count: int, ids=None, timeout: float = 5.0):
     monkeypatch.setattr(write_detection_rows, "broker", broker)
     arguments = [({"n": index},) for index in range(count)]
     return asyncio.run(publishing.publish_many(write_detection_rows, arguments, ids or [None] * count,
-                                               confirm_timeout=timeout))
+                                               sender=OPEN, confirm_timeout=timeout))
 
 
 def test_a_chunk_is_handed_over_whole_before_any_confirm_is_awaited(monkeypatch, queued):

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from app.auth import OPEN
 from app.idempotency import IdempotencyStore, get_idempotency_store, message_id_for
+from app.tenancy import scoped_key
 from app.schemas import BASE64_PATTERN, SEED_EXAMPLE, IngestPayload, is_padded_base64
 from config import get_settings
 from tests.support.memory_store import MemoryStore
@@ -26,7 +28,7 @@ def client(monkeypatch):
 
     sent = []
 
-    async def fake_publish(actor, payload, message_id=None):
+    async def fake_publish(actor, payload, sender, message_id=None):
         sent.append(payload)
         return message_id or "id-1"
 
@@ -221,7 +223,7 @@ def test_without_redis_a_keyed_request_is_still_published_with_the_keys_message_
 
     sent = []
 
-    async def fake_publish(actor, payload, message_id=None):
+    async def fake_publish(actor, payload, sender, message_id=None):
         sent.append(message_id)
         return message_id
 
@@ -230,7 +232,7 @@ def test_without_redis_a_keyed_request_is_still_published_with_the_keys_message_
     app.dependency_overrides[get_idempotency_store] = lambda: IdempotencyStore("redis://127.0.0.1:1/0", 60)
     response = TestClient(app).post("/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": "order-9"})
     assert response.status_code == 202
-    assert sent == [message_id_for("order-9")]
+    assert sent == [message_id_for(scoped_key(OPEN, "order-9"))]
 
 
 @pytest.mark.parametrize("body", [b"\xff\xfe{", b'{"device_id": NaN}', b"[1, 2"], ids=["not utf-8", "NaN", "cut short"])

@@ -1,0 +1,232 @@
+"""Who is asking, and may they: bearer API keys, scopes and per-key rate limits, for every route.
+
+Each route states its scope with `Security(authorize, scopes=[...])` (the
+`ingest`, `read`, `tasks`, `metrics` or `admin` of app.keys.SCOPES); FastAPI
+puts that requirement and the bearer scheme into the OpenAPI schema, so
+`/docs` has an Authorize button that works. The answer is a `Principal`: the
+key's name, tenant, scopes and client ids, which app.tenancy uses to decide
+what the request may touch. The fast path of POST /api (app.fast_ingest)
+calls `principal_for` and `admit` directly, the same checks without FastAPI.
+
+Without a keys file (API_KEYS_FILE) the API is open: every request is the
+OPEN principal, with every scope. That is only allowed on a loopback address
+(`serving_problem`, checked by entrypoint_api.sh), or behind an
+authenticating proxy of the operator's own (AUTH_BY_PROXY).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
+
+from collections.abc import Callable
+
+from fastapi import Depends, HTTPException, Request, Response, Security
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+
+from app.keys import ApiKey, KeyRing
+from app.rate_limits import RateLimiter
+from config import Settings, get_settings
+
+#: `Authorization: Bearer <key>` in the schema; our own 401 (FastAPI's says 403 with no header).
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    bearerFormat="ik_<id>_<secret>",
+    description="An API key from `python -m app.keys add NAME --scopes ...`. Each route names the scope it needs.",
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The key a request was made with (or OPEN, when the API has no keys)."""
+
+    key: str
+    key_id: str
+    tenant: str
+    scopes: frozenset[str]
+    #: The `client_id`s its payloads may carry; empty: any.
+    client_ids: frozenset[str] = frozenset()
+    rate: int = 0
+
+    @property
+    def admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def has(self, scope: str) -> bool:
+        return self.admin or scope in self.scopes
+
+    @classmethod
+    def of(cls, key: ApiKey, default_rate: int) -> "Principal":
+        return cls(key.name, key.id, key.tenant, frozenset(key.scopes), frozenset(key.client_ids),
+                   default_rate if key.rate is None else key.rate)
+
+
+OPEN = Principal(key="", key_id="", tenant="", scopes=frozenset({"admin"}))
+
+
+class Unauthorized(HTTPException):
+    def __init__(self, detail: str):
+        super().__init__(401, detail, headers={"WWW-Authenticate": 'Bearer realm="ingest"'})
+
+
+class Authenticator:
+    """One per process: the key ring and the rate limiter."""
+
+    def __init__(self, settings: Settings):
+        from actors.stats import namespace_for  # here: `python -m app.auth check` needs no broker
+
+        self.ring = KeyRing(settings.api_keys_file)
+        self.limiter = RateLimiter(settings.redis_url, namespace_for(settings.rabbitmq_url), settings.api_workers)
+        self.default_rate = settings.default_rate_per_key
+        self.by_proxy = settings.auth_by_proxy
+
+    def principal_for(self, authorization: str | None) -> Principal:
+        """The request's principal from its Authorization header; raises Unauthorized (401)."""
+        if self.by_proxy or not self.ring.enforcing:
+            self.ring.refresh()  # a keys file created while running takes effect within seconds
+            if self.by_proxy or not self.ring.enforcing:
+                return OPEN
+        if not authorization:
+            raise Unauthorized("send an API key as 'Authorization: Bearer <key>' (create one with "
+                               "`python -m app.keys add NAME --scopes ...`)")
+        scheme, _, secret = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            raise Unauthorized("the Authorization header must be 'Bearer <key>'")
+        key = self.ring.find(secret.strip())
+        if key is None:
+            raise Unauthorized("unknown or revoked API key")
+        return Principal.of(key, self.default_rate)
+
+    async def admit(self, principal: Principal) -> None:
+        """429 with Retry-After when the key is over its rate."""
+        wait = await self.limiter.admit(principal.key_id, principal.rate)
+        if wait is not None:
+            raise HTTPException(
+                429,
+                f"key {principal.key!r} is over its rate of {principal.rate} requests per second; retry after "
+                "Retry-After seconds",
+                headers={"Retry-After": self.limiter.retry_after(wait)},
+            )
+
+
+@lru_cache
+def get_authenticator() -> Authenticator:
+    return Authenticator(get_settings())
+
+
+def forbidden(principal: Principal, scope: str) -> HTTPException:
+    return HTTPException(403, f"key {principal.key!r} lacks the scope {scope!r} this route needs "
+                              f"(it has: {', '.join(sorted(principal.scopes))})")
+
+
+async def check(authorization: str | None, scopes: list[str]) -> Principal:
+    """401, 403 or 429 (raised), else who is asking: the one decision, for the routes and the fast path."""
+    authenticator = get_authenticator()
+    principal = authenticator.principal_for(authorization)
+    for scope in scopes:
+        if not principal.has(scope):
+            raise forbidden(principal, scope)
+    await authenticator.admit(principal)
+    return principal
+
+
+#: Where a checked principal waits in the request scope for `authorize`.
+CHECKED = "auth.principal"
+
+
+async def authorize(
+    security_scopes: SecurityScopes,
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> Principal:
+    """The dependency every guarded route declares, through `requires(scope)`."""
+    principal = request.scope.get(CHECKED)
+    if principal is not None and all(principal.has(scope) for scope in security_scopes.scopes):
+        return principal  # checked (and counted against its rate) before the body was read
+    principal = await check(request.headers.get("authorization"), security_scopes.scopes)
+    request.scope[CHECKED] = principal
+    return principal
+
+
+def requires(scope: str):
+    """`principal: Principal = requires("ingest")`, or `dependencies=[requires("admin")]`."""
+    return Security(authorize, scopes=[scope])
+
+
+def _required_scopes(dependant: Dependant) -> list[str] | None:
+    """The scopes a route's `authorize` dependencies ask for; None when it has none (open routes)."""
+    scopes: list[str] | None = None
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        if current.call is authorize:
+            scopes = (scopes or []) + [s for s in current.own_oauth_scopes or [] if s not in (scopes or [])]
+        pending.extend(current.dependencies)
+    return scopes
+
+
+class AuthorizedRoute(APIRoute):
+    """A route that authenticates before FastAPI reads its body.
+
+    FastAPI reads and parses a request's body (an upload's whole multipart
+    form, spooled to disk) before it runs the route's dependencies: without
+    this, a client with no key could make the API read a gigabyte, or learn
+    from a 422 or 415 before hearing 401. The principal is kept in the request
+    scope, so `authorize` does not check (nor count against the rate) twice.
+    """
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+        scopes = _required_scopes(self.dependant)
+        if scopes is None:
+            return handler
+
+        async def authenticated(request: Request) -> Response:
+            principal = request.scope.get(CHECKED)  # set by the fast path when it hands over
+            if principal is None or not all(principal.has(scope) for scope in scopes):
+                request.scope[CHECKED] = await check(request.headers.get("authorization"), scopes)
+            return await handler(request)
+
+        return authenticated
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serving_problem(settings: Settings) -> str | None:
+    """Why the API must not start with these settings (keys-less on a network address), or None."""
+    if settings.auth_by_proxy or is_loopback(settings.api_host):
+        return None
+    ring = KeyRing(settings.api_keys_file)
+    if ring.enforcing:
+        return None
+    return (f"refusing to serve on {settings.api_host} without API keys: API_KEYS_FILE "
+            f"({settings.api_keys_file}) does not exist; create the first key with "
+            "`python -m app.keys add admin --scopes admin` (or set AUTH_BY_PROXY=true if your own "
+            "authenticating proxy is the only way in)")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from loguru import logger
+
+    # `python -m app.auth check`: entrypoint_api.sh's guard, one line and a non-zero exit.
+    if sys.argv[1:] != ["check"]:
+        sys.exit("usage: python -m app.auth check")
+    settings = get_settings()
+    logger.remove()
+    problem = serving_problem(settings)
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(1)
