@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 eval "$("$PYTHON" -m config --shell)"
+# No API keys on a non-loopback address: refuse at once, with one line saying what to do.
+"$PYTHON" -m app.auth check
 if [ "$API_WORKERS" -gt 1 ]; then
   # Several processes: each writes its metrics here and /metrics sums them (prometheus_client multiprocess).
   export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_DB}-api"

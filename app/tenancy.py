@@ -28,13 +28,14 @@ def _deployment() -> str:
 
 
 def id_scope(principal: Principal) -> str:
-    """The prefix of every name ids and Idempotency-Key records are derived from.
+    """The prefix of every name ids and Idempotency-Key records are derived from."""
+    return scope_name(_deployment(), principal.tenant)
 
-    Tenant names hold no spaces and the deployment comes first, so the fields
-    of `<deployment> <tenant> <...>` can be told apart from the right: no two
-    scopes produce the same name.
-    """
-    return f"{_deployment()} {principal.tenant}"
+
+def scope_name(deployment: str, tenant: str) -> str:
+    """Tenant names hold no spaces and the deployment comes first, so the fields of
+    `<deployment> <tenant> <...>` can be told apart from the right: no two scopes make the same name."""
+    return f"{deployment} {tenant}"
 
 
 def scoped_key(principal: Principal, idempotency_key: str) -> str:

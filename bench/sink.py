@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     target = OursTarget(Path(tempfile.mkdtemp(prefix="bench-sink-")), vhost_url(vhost), args.processes, args.threads)
     try:
         target.stack.start_api()
-        answers = post_all(f"{target.stack.base_url}/api", payloads)
+        answers = post_all(f"{target.stack.base_url}/api", payloads, key=target.stack.admin_key)
         accepted = {a.body["message_id"]: payloads[a.index] for a in answers if a.status == 202}
         print(f"enqueued {len(accepted)}/{args.requests} messages ({rows} rows); starting the workers")
         target.stack.start_workers(wait=False)

@@ -26,7 +26,7 @@ def rabbitmqctl(*args: str) -> None:
 
 
 def ready_status(stack) -> int:
-    return httpx.get(f"{stack.base_url}/ready", timeout=5).status_code
+    return stack.http.get("/ready", timeout=5).status_code
 
 
 def test_rabbitmq_stopped_and_started_mid_load_loses_and_doubles_nothing(make_stack):
@@ -37,7 +37,7 @@ def test_rabbitmq_stopped_and_started_mid_load_loses_and_doubles_nothing(make_st
     keys = [f"outage-{run}-{index}" for index in range(len(payloads))]
     result = {}
     load = threading.Thread(
-        target=lambda: result.update(report=post_until_accepted(f"{stack.base_url}/api", payloads, keys))
+        target=lambda: result.update(report=post_until_accepted(f"{stack.base_url}/api", payloads, keys, key=stack.admin_key))
     )
     load.start()
 
@@ -78,7 +78,7 @@ def test_a_broker_that_stops_confirming_gets_fast_503s_and_recovers(make_stack):
         durations = []
         for _ in range(3):
             started = time.monotonic()
-            response = httpx.post(f"{stack.base_url}/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": key}, timeout=10)
+            response = stack.http.post("/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": key}, timeout=10)
             durations.append(time.monotonic() - started)
             assert response.status_code == 503
             assert response.headers["retry-after"] == "1"
@@ -87,7 +87,7 @@ def test_a_broker_that_stops_confirming_gets_fast_503s_and_recovers(make_stack):
         rabbitmqctl("set_vm_memory_high_watermark", "0.4")
 
     def accepted():
-        response = httpx.post(f"{stack.base_url}/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": key}, timeout=10)
+        response = stack.http.post("/api", json=SEED_EXAMPLE, headers={"Idempotency-Key": key}, timeout=10)
         return response if response.status_code in (200, 202) else None
 
     response = wait_for(accepted, timeout=30, interval=0.5, what="the API to accept again, without a restart")

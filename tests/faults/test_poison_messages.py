@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def dead_letters(stack) -> dict:
-    response = httpx.get(f"{stack.base_url}/dead-letters", params={"queue": "ingest"}, timeout=10)
+    response = stack.http.get("/dead-letters", params={"queue": "ingest"}, timeout=10)
     assert response.status_code == 200
     return response.json()
 
@@ -33,7 +33,7 @@ def test_poison_message_is_dead_lettered_listed_and_written_once_after_replay(ma
     rng = random.Random(5)
     poison = random_payload(rng, frame_bytes=64) | {"device_id": "poison-device"}
     good = [random_payload(rng, frame_bytes=64) for _ in range(20)]
-    answers = post_all(f"{stack.base_url}/api", [poison, *good])
+    answers = post_all(f"{stack.base_url}/api", [poison, *good], key=stack.admin_key)
     assert {answer.status for answer in answers} == {202}
     ids = [answer.body["message_id"] for answer in sorted(answers, key=lambda a: a.index)]
     poison_id, good_ids = ids[0], ids[1:]
@@ -51,7 +51,7 @@ def test_poison_message_is_dead_lettered_listed_and_written_once_after_replay(ma
     assert dead_letters(stack)["count"] == 1, "listing must not consume dead letters"
 
     fixed.touch()
-    replay = httpx.post(f"{stack.base_url}/dead-letters/replay", json={"queue": "ingest"}, timeout=30)
+    replay = stack.http.post("/dead-letters/replay", json={"queue": "ingest"}, timeout=30)
     assert replay.status_code == 200
     assert replay.json() == {"queue": "ingest", "replayed": [poison_id], "remaining": 0}
 
@@ -60,7 +60,7 @@ def test_poison_message_is_dead_lettered_listed_and_written_once_after_replay(ma
     assert_rows_match(stack.csv_path, everything)
     assert dead_letters(stack)["count"] == 0
 
-    again = httpx.post(f"{stack.base_url}/dead-letters/replay", json={"queue": "ingest"}, timeout=30)
+    again = stack.http.post("/dead-letters/replay", json={"queue": "ingest"}, timeout=30)
     assert again.json()["replayed"] == []
 
 
@@ -71,6 +71,6 @@ def _has_rows_of(stack, message_id: str) -> bool:
 
 
 def test_unknown_queue_is_refused_with_422(stack):
-    response = httpx.get(f"{stack.base_url}/dead-letters", params={"queue": "nope"})
+    response = stack.http.get("/dead-letters", params={"queue": "nope"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "queue"

@@ -18,7 +18,7 @@ def test_without_redis_rows_are_written_once_and_the_status_says_what_is_missing
     stack = make_stack(redis_url=NO_REDIS).start()
     rng = random.Random(8)
     sent = [random_payload(rng, frame_bytes=256) for _ in range(200)]
-    answers = post_all(f"{stack.base_url}/api", sent)
+    answers = post_all(f"{stack.base_url}/api", sent, key=stack.admin_key)
     assert {answer.status for answer in answers} == {202}
     accepted = {answer.body["message_id"]: sent[answer.index] for answer in answers}
 
@@ -27,12 +27,12 @@ def test_without_redis_rows_are_written_once_and_the_status_says_what_is_missing
              timeout=60, what="every row")
     assert_rows_match(stack.csv_path, accepted)
 
-    status = httpx.get(f"{stack.base_url}/status", timeout=10).json()
+    status = stack.http.get("/status", timeout=10).json()
     assert status["rabbitmq"] == "ok" and status["queues"]["ingest"]["consumers"] == 2
     assert status["redis"].startswith("unavailable") and status["rows_written"] is None
 
     some_id = next(iter(accepted))
-    lookup = httpx.get(f"{stack.base_url}/api/{some_id}", timeout=10)
+    lookup = stack.http.get(f"/api/{some_id}", timeout=10)
     assert lookup.status_code == 503 and lookup.headers["retry-after"] == "1"
     assert "Redis" in lookup.json()["detail"]
 

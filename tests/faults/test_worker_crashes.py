@@ -22,14 +22,15 @@ pytestmark = pytest.mark.slow
 class BackgroundLoad:
     """POST payloads from another thread so the test can break things meanwhile."""
 
-    def __init__(self, url: str, payloads: list[dict], concurrency: int = 32):
+    def __init__(self, url: str, payloads: list[dict], key: str | None, concurrency: int = 32):
         self.payloads = payloads
+        self.key = key
         self.answers = None
         self.thread = threading.Thread(target=self._run, args=(url, concurrency))
         self.thread.start()
 
     def _run(self, url: str, concurrency: int) -> None:
-        self.answers = post_all(url, self.payloads, concurrency=concurrency, timeout=120)
+        self.answers = post_all(url, self.payloads, key=self.key, concurrency=concurrency, timeout=120)
 
     def accepted(self, timeout: float = 180) -> dict[str, dict]:
         self.thread.join(timeout)
@@ -63,7 +64,7 @@ def test_worker_killed_after_writing_before_acking_writes_no_duplicate_rows(make
         crash_after_messages="30",
     ).start()
 
-    answers = post_all(f"{stack.base_url}/api", sent := payloads(300, seed=1))
+    answers = post_all(f"{stack.base_url}/api", sent := payloads(300, seed=1), key=stack.admin_key)
     assert {answer.status for answer in answers} == {202}
     accepted = {answer.body["message_id"]: sent[answer.index] for answer in answers}
 
@@ -84,7 +85,7 @@ def test_worker_killed_after_writing_before_acking_writes_no_duplicate_rows(make
 
 def test_kill_9_of_a_worker_mid_load_loses_and_duplicates_nothing(make_stack):
     stack = make_stack().start()
-    load = BackgroundLoad(f"{stack.base_url}/api", payloads(5000, seed=2))
+    load = BackgroundLoad(f"{stack.base_url}/api", payloads(5000, seed=2), stack.admin_key)
 
     wait_for(lambda: stack.csv_path.exists() and stack.csv_path.stat().st_size > 2_000_000, timeout=120,
              what="the workers to be busy")
@@ -99,7 +100,7 @@ def test_kill_9_of_a_worker_mid_load_loses_and_duplicates_nothing(make_stack):
 
 def test_sigterm_to_all_workers_mid_load_then_restart_is_exactly_once(make_stack):
     stack = make_stack().start()
-    load = BackgroundLoad(f"{stack.base_url}/api", payloads(3000, seed=3))
+    load = BackgroundLoad(f"{stack.base_url}/api", payloads(3000, seed=3), stack.admin_key)
 
     wait_for(lambda: stack.csv_path.exists() and stack.csv_path.stat().st_size > 1_000_000, timeout=120,
              what="the workers to be busy")

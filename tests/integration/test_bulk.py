@@ -52,7 +52,7 @@ def wait_for_rows(stack: Stack, accepted: dict[str, dict]) -> None:
 
 def duplicates(stack: Stack) -> int:
     """Messages the workers found already written (the sink's dedup), from GET /status."""
-    return httpx.get(f"{stack.base_url}/status", timeout=10).json()["duplicates"]
+    return stack.http.get("/status", timeout=10).json()["duplicates"]
 
 
 def wait_for_duplicates(stack: Stack, at_least: int) -> None:
@@ -61,12 +61,12 @@ def wait_for_duplicates(stack: Stack, at_least: int) -> None:
 
 
 def post_batch(stack: Stack, content: bytes, content_type: str = "application/json", **headers) -> httpx.Response:
-    return httpx.post(f"{stack.base_url}/api/batch", content=content, timeout=60,
+    return stack.http.post("/api/batch", content=content, timeout=60,
                       headers={"content-type": content_type, **headers})
 
 
 def upload(stack: Stack, name: str, data: bytes, **headers) -> httpx.Response:
-    return httpx.post(f"{stack.base_url}/file/upload", files={"file": (name, data)}, headers=headers, timeout=120)
+    return stack.http.post("/file/upload", files={"file": (name, data)}, headers=headers, timeout=120)
 
 
 # -- POST /api/batch ---------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def test_a_batch_over_the_item_limit_is_refused_with_422_and_over_the_byte_limit
             yield b" " * (1 << 20)
         yield b"]"
 
-    too_large = httpx.post(f"{stack.base_url}/api/batch", content=over_the_byte_limit(), timeout=60,
+    too_large = stack.http.post("/api/batch", content=over_the_byte_limit(), timeout=60,
                            headers={"content-type": "application/json"})
     assert too_large.status_code == 413 and "MAX_BATCH_BYTES" in too_large.json()["detail"]
 
@@ -153,7 +153,7 @@ def test_the_csv_one_service_wrote_uploaded_to_another_reproduces_its_rows_and_t
     stack, second_stack
 ):
     sent = payloads(6, 200)
-    answers = post_all(f"{second_stack.base_url}/api", sent, concurrency=32)
+    answers = post_all(f"{second_stack.base_url}/api", sent, concurrency=32, key=second_stack.admin_key)
     accepted = {answer.body["message_id"]: sent[answer.index] for answer in answers}
     wait_for_rows(second_stack, accepted)
     wait_for(lambda: queue_state(second_stack.rabbitmq_url, "ingest")[0] == 0, timeout=30, what="an empty queue")
@@ -199,7 +199,7 @@ def test_an_ndjson_upload_gets_ids_derived_from_its_content(stack):
     answer = upload(stack, "detections.ndjson", data).json()
 
     assert answer["enqueued"] == 30
-    accepted = {file_message_id(None, content_sha256, index): payload for index, payload in enumerate(sent)}
+    accepted = {file_message_id(None, content_sha256, index, stack.id_scope()): payload for index, payload in enumerate(sent)}
     wait_for_rows(stack, accepted)
     assert_rows_match(stack.csv_path, accepted)
 
@@ -258,7 +258,7 @@ def test_uploading_an_80_mb_csv_needs_far_less_memory_than_the_file(tmp_path):
         before = peak_rss_mb(stack.api.pid)
 
         with open(path, "rb") as data:
-            answer = httpx.post(f"{stack.base_url}/file/upload", files={"file": ("big.csv", data)}, timeout=300).json()
+            answer = stack.http.post("/file/upload", files={"file": ("big.csv", data)}, timeout=300).json()
 
         growth = peak_rss_mb(stack.api.pid) - before
         assert (answer["enqueued"], answer["rejected"]) == (len(accepted), 0)

@@ -31,7 +31,7 @@ def start_entrypoint(stack: Stack) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    wait_for(lambda: httpx.get(f"{stack.base_url}/ready").status_code == 200, timeout=60, what="the API")
+    wait_for(lambda: stack.http.get("/ready").status_code == 200, timeout=60, what="the API")
     wait_for(lambda: queue_state(stack.rabbitmq_url, "ingest")[1] == 2, timeout=60, what="two consumers")
     wait_for(lambda: queue_state(stack.rabbitmq_url, "training")[1] == 1, timeout=60, what="the model worker")
     assert queue_state(stack.rabbitmq_url, "training")[1] == 1, "main workers must not consume training"
@@ -57,7 +57,7 @@ def test_entrypoint_stops_api_and_workers_gracefully(settings, stop):
     assert "Worker has been shut down" in log
     assert "Killing worker process" not in log, "a second signal made Dramatiq drop in-flight work"
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{settings.base_url}/health")
+        settings.http.get("/health")
     wait_for(lambda: queue_state(settings.rabbitmq_url, "ingest")[1] == 0, timeout=30, what="no consumers left")
     assert queue_state(settings.rabbitmq_url, "training")[1] == 0, "the model workers stopped too"
     assert log.count("Worker has been shut down") >= 3, "2 main worker processes and 1 model worker process"

@@ -11,21 +11,21 @@ from tests.support.stack import Stack, free_port
 
 
 def test_ready_and_health_answer_200_with_the_broker_up(stack):
-    assert httpx.get(f"{stack.base_url}/health").json() == {"status": "ok"}
-    assert httpx.get(f"{stack.base_url}/ready").status_code == 200
+    assert stack.http.get("/health").json() == {"status": "ok"}
+    assert stack.http.get("/ready").status_code == 200
 
 
 def test_without_a_broker_ready_is_503_and_ingest_refuses_quickly(tmp_path):
     dead = Stack(tmp_path, f"amqp://guest:guest@127.0.0.1:{free_port()}/")
     try:
         dead.start_api(wait_ready=False)
-        assert httpx.get(f"{dead.base_url}/health").status_code == 200
-        ready = httpx.get(f"{dead.base_url}/ready", timeout=10)
+        assert dead.http.get("/health").status_code == 200
+        ready = dead.http.get("/ready", timeout=10)
         assert ready.status_code == 503
         assert ready.json()["status"] == "unavailable"
 
         started = time.monotonic()
-        refused = httpx.post(f"{dead.base_url}/api", json=SEED_EXAMPLE, timeout=10)
+        refused = dead.http.post("/api", json=SEED_EXAMPLE, timeout=10)
         assert refused.status_code == 503
         assert refused.headers["retry-after"].isdigit()
         assert time.monotonic() - started < 3.0

@@ -36,7 +36,7 @@ def json_lines(path) -> list[dict]:
 def test_a_client_request_id_is_echoed_and_reaches_the_worker_log_line_for_its_message(json_stack):
     request_id = f"trace-{uuid.uuid4()}"
     payload = random_payload(random.Random(11))
-    response = httpx.post(f"{json_stack.base_url}/api", json=payload, headers={"X-Request-ID": request_id}, timeout=10)
+    response = json_stack.http.post("/api", json=payload, headers={"X-Request-ID": request_id}, timeout=10)
     assert response.status_code == 202
     assert response.headers["x-request-id"] == request_id
     message_id = response.json()["message_id"]
@@ -59,7 +59,7 @@ def test_a_client_request_id_is_echoed_and_reaches_the_worker_log_line_for_its_m
 
 def test_without_a_client_id_the_api_makes_one_and_it_still_reaches_the_worker(json_stack):
     payload = random_payload(random.Random(12))
-    response = httpx.post(f"{json_stack.base_url}/api", json=payload, timeout=10)
+    response = json_stack.http.post("/api", json=payload, timeout=10)
     assert response.status_code == 202
     request_id = response.headers["x-request-id"]
     assert len(request_id) == 32
@@ -74,7 +74,7 @@ def test_without_a_client_id_the_api_makes_one_and_it_still_reaches_the_worker(j
 
 
 def test_an_unsafe_client_request_id_is_replaced(json_stack):
-    response = httpx.get(f"{json_stack.base_url}/health", headers={"X-Request-ID": "a b\t<script>"}, timeout=10)
+    response = json_stack.http.get("/health", headers={"X-Request-ID": "a b\t<script>"}, timeout=10)
     assert response.status_code == 200
     assert response.headers["x-request-id"] != "a b\t<script>" and len(response.headers["x-request-id"]) == 32
 

@@ -39,13 +39,13 @@ def with_workers(stack) -> None:
 
 
 def post(stack, path: str, body: dict) -> str:
-    response = httpx.post(f"{stack.base_url}{path}", json=body, timeout=10)
+    response = stack.http.post(f"{path}", json=body, timeout=10)
     assert response.status_code == 202, response.text
     return response.json()["message_id"]
 
 
 def status(stack, path: str) -> dict:
-    response = httpx.get(f"{stack.base_url}{path}", timeout=10)
+    response = stack.http.get(f"{path}", timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -110,10 +110,10 @@ def test_a_countdown_shows_running_with_seconds_left_then_its_result(status_stac
 def test_unknown_ids_and_ids_of_the_other_kind_are_404(status_stack):
     unknown = str(uuid.uuid4())
     for path in (f"/api/{unknown}", f"/tasks/{unknown}"):
-        response = httpx.get(f"{status_stack.base_url}{path}", timeout=10)
+        response = status_stack.http.get(f"{path}", timeout=10)
         assert response.status_code == 404 and unknown in response.json()["detail"]
     with_workers(status_stack)
     task_id = post(status_stack, "/tasks", {"seconds": 1})
     wait_for(lambda: status(status_stack, f"/tasks/{task_id}"), timeout=10, what="the task's status")
-    assert httpx.get(f"{status_stack.base_url}/api/{task_id}", timeout=10).status_code == 404
-    assert httpx.get(f"{status_stack.base_url}/api/not%20an%20id", timeout=10).status_code == 422
+    assert status_stack.http.get(f"/api/{task_id}", timeout=10).status_code == 404
+    assert status_stack.http.get("/api/not%20an%20id", timeout=10).status_code == 422

@@ -14,10 +14,12 @@ from tests.support.rabbit import queue_state
 from tests.support.waiting import wait_for
 
 
-def metric(url: str, name: str, **labels: str) -> float:
-    """Sum of the samples called `name` whose labels include `labels`."""
+def metric(source: str | httpx.Client, name: str, **labels: str) -> float:
+    """Sum of the samples called `name` whose labels include `labels`; `source`: the workers' metrics
+    URL, or a stack's client (the API's /metrics needs a key)."""
+    text = source.get("/metrics").text if isinstance(source, httpx.Client) else httpx.get(source, timeout=5).text
     total = 0.0
-    for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and labels.items() <= sample.labels.items():
                 total += sample.value
@@ -25,7 +27,7 @@ def metric(url: str, name: str, **labels: str) -> float:
 
 
 def test_api_and_worker_metrics_count_a_known_load_exactly(stack):
-    api, workers = f"{stack.base_url}/metrics", stack.metrics_url
+    api, workers = stack.http, stack.metrics_url
     wait_for(lambda: httpx.get(workers, timeout=5).status_code == 200, timeout=30, what="the workers' metrics server")
     wait_for(lambda: queue_state(stack.rabbitmq_url, "ingest")[0] == 0, timeout=60, what="an idle pipeline")
 
@@ -44,8 +46,8 @@ def test_api_and_worker_metrics_count_a_known_load_exactly(stack):
     rng = random.Random(7)
     payloads = [random_payload(rng, frame_bytes=64) for _ in range(20)]
     rows = sum(len(payload["data"]["preds"]) for payload in payloads)
-    assert {answer.status for answer in post_all(f"{stack.base_url}/api", payloads)} == {202}
-    assert httpx.post(f"{stack.base_url}/api", json={**SEED_EXAMPLE, "device_id": ""}).status_code == 422
+    assert {answer.status for answer in post_all(f"{stack.base_url}/api", payloads, key=stack.admin_key)} == {202}
+    assert stack.http.post("/api", json={**SEED_EXAMPLE, "device_id": ""}).status_code == 422
 
     wait_for(lambda: snapshot()["rows"] >= before["rows"] + rows, timeout=60, what=f"{rows} more rows in the metrics")
     wait_for(lambda: snapshot()["processed"] >= before["processed"] + 20, timeout=30, what="20 more processed")

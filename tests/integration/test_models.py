@@ -39,7 +39,7 @@ def ml_stack(tmp_path_factory):
 
 
 def submit(stack, path: str, body: dict) -> str:
-    response = httpx.post(f"{stack.base_url}{path}", json=body, timeout=30)
+    response = stack.http.post(f"{path}", json=body, timeout=30)
     assert response.status_code == 202, response.text
     answer = response.json()
     assert answer["status_url"] == f"/tasks/{answer['message_id']}"
@@ -48,14 +48,14 @@ def submit(stack, path: str, body: dict) -> str:
 
 def finished(stack, message_id: str, timeout: float = 90) -> dict:
     def done():
-        body = httpx.get(f"{stack.base_url}/tasks/{message_id}", timeout=10).json()
+        body = stack.http.get(f"/tasks/{message_id}", timeout=10).json()
         return body.get("state") in ("succeeded", "failed", "dead-lettered") and body
 
     return wait_for(done, timeout=timeout, interval=0.2, what=f"task {message_id} to finish")
 
 
 def refused(stack, path: str, body: dict) -> dict:
-    response = httpx.post(f"{stack.base_url}{path}", json=body, timeout=30)
+    response = stack.http.post(f"{path}", json=body, timeout=30)
     assert response.status_code == 422, response.text
     (error,) = response.json()["detail"]
     return error
@@ -72,7 +72,7 @@ def test_training_stores_artifact_and_metrics_and_lists_the_model(ml_stack):
     assert metrics["accuracy"] > 0.8 and metrics["test_rows"] == 38 and metrics["params"] == {"C": 0.5}
     artifact = Path(result["artifact_uri"].removeprefix("file://"))
     assert artifact.is_file() and artifact.parent.name == message_id
-    listed = httpx.get(f"{ml_stack.base_url}/models", timeout=10).json()["models"]
+    listed = ml_stack.http.get("/models", timeout=10).json()["models"]
     assert message_id in {model["model_id"] for model in listed}
 
 
@@ -89,7 +89,7 @@ def test_concurrent_trainings_never_overwrite_each_other(ml_stack):
         assert status["state"] == "succeeded", status
         metrics = status["result"]["metrics"]
         assert (metrics["model"], metrics["dataset"], metrics["params"]) == (body["model"], body["dataset"], body["params"])
-    stored = {model["model_id"]: model for model in httpx.get(f"{ml_stack.base_url}/models", timeout=10).json()["models"]}
+    stored = {model["model_id"]: model for model in ml_stack.http.get("/models", timeout=10).json()["models"]}
     for message_id, body in zip(ids, requests):
         assert (stored[message_id]["model"], stored[message_id]["dataset"]) == (body["model"], body["dataset"])
 
@@ -118,7 +118,7 @@ def test_a_csv_dataset_in_dataset_dir_trains_and_a_wrong_target_fails_with_the_r
     status = finished(ml_stack, bad)
     assert status["state"] == "failed" and status["attempts"] == 1, "bad input is not retried"
     assert "target column 'taste' not in the dataset" in status["last_error"]
-    letters = wait_for(lambda: (body := httpx.get(f"{ml_stack.base_url}/dead-letters", params={"queue": "training"},
+    letters = wait_for(lambda: (body := ml_stack.http.get("/dead-letters", params={"queue": "training"},
                                                   timeout=10).json())["count"] >= 1 and body,
                        timeout=30, what="the failed training among the dead letters")
     assert bad in {letter["message_id"] for letter in letters["messages"]}, "an operator can see and replay it"
@@ -183,6 +183,6 @@ def test_an_s3_model_store_holds_the_artifacts(tmp_path, moto_s3, monkeypatch):
         assert status["result"]["artifact_uri"] == f"s3://models/team-a/{model_id}/model.joblib"
         keys = {item["Key"] for item in s3.list_objects_v2(Bucket="models")["Contents"]}
         assert keys == {f"team-a/{model_id}/model.joblib", f"team-a/{model_id}/metrics.json"}
-        assert [m["model_id"] for m in httpx.get(f"{stack.base_url}/models", timeout=10).json()["models"]] == [model_id]
+        assert [m["model_id"] for m in stack.http.get("/models", timeout=10).json()["models"]] == [model_id]
         prediction = finished(stack, submit(stack, "/tasks/predict", {"model_id": model_id, "inputs": [IRIS_ROW]}))
         assert prediction["state"] == "succeeded" and prediction["result"]["predictions"] == [0]

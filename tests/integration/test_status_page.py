@@ -47,7 +47,7 @@ def loaded_stack(tmp_path_factory):
         rng = random.Random(21)
         good = [random_payload(rng, frame_bytes=256) for _ in range(40)]
         poison = random_payload(rng, frame_bytes=64) | {"device_id": "poison-device"}
-        answers = post_all(f"{stack.base_url}/api", [*good, poison])
+        answers = post_all(f"{stack.base_url}/api", [*good, poison], key=stack.admin_key)
         assert {answer.status for answer in answers} == {202}
         stack.expected = {
             "rows_written": sum(len(p["data"]["preds"]) for p in good),
@@ -62,7 +62,7 @@ def loaded_stack(tmp_path_factory):
 
 
 def status(stack) -> dict:
-    response = httpx.get(f"{stack.base_url}/status", timeout=10)
+    response = stack.http.get("/status", timeout=10)
     assert response.status_code == 200
     return response.json()
 
@@ -77,14 +77,14 @@ def test_status_counts_rows_messages_retries_dead_letters_and_workers(loaded_sta
     assert settled["queues"]["ingest"] == {"ready": 0, "consumers": 2, "delayed": 0, "dead_letters": 1}
     assert set(settled["queues"]) == {"ingest", "tasks", "training", "predictions"}
     assert settled["rabbitmq"] == "ok" and settled["redis"] == "ok"
-    listed = httpx.get(f"{loaded_stack.base_url}/dead-letters", timeout=10).json()
+    listed = loaded_stack.http.get("/dead-letters", timeout=10).json()
     assert listed["count"] == settled["dead_letters"], "the page's dead letters are the ones the API lists"
 
 
 def test_messages_per_second_reflects_recent_writes_then_decays(loaded_stack):
     rng = random.Random(31)
     assert {a.status for a in post_all(f"{loaded_stack.base_url}/api", [random_payload(rng, frame_bytes=64)
-                                                                          for _ in range(30)])} == {202}
+                                                                          for _ in range(30)], key=loaded_stack.admin_key)} == {202}
     wait_for(lambda: status(loaded_stack)["messages_per_second"] > 0, timeout=30, what="a non-zero rate")
     wait_for(lambda: status(loaded_stack)["messages_per_second"] == 0, timeout=30, what="the rate to fall to 0")
 
@@ -140,7 +140,7 @@ def test_the_page_shows_the_numbers_of_the_api_and_keeps_them_live(loaded_stack,
     # Live: more rows arrive and the page follows, without a reload.
     more = random_payload(random.Random(99), frame_bytes=64)
     # httpx, not post_all: Playwright's sync API already runs an event loop in this thread.
-    assert httpx.post(f"{loaded_stack.base_url}/api", json=more, timeout=10).status_code == 202
+    assert loaded_stack.http.post("/api", json=more, timeout=10).status_code == 202
     target = str(int(shown["rows-written"]) + len(more["data"]["preds"]))
     wait_for(lambda: page.get_attribute("#rows-written", "data-value") == target, timeout=30,
              what="the page to show the new rows without a reload")

@@ -11,7 +11,7 @@ from tests.support.waiting import wait_for
 
 def test_countdown_is_answered_at_once_and_counted_down_by_a_worker(stack):
     started = time.monotonic()
-    response = httpx.post(f"{stack.base_url}/tasks", json={"seconds": 3}, timeout=10)
+    response = stack.http.post("/tasks", json={"seconds": 3}, timeout=10)
     answered_after = time.monotonic() - started
 
     assert response.status_code == 202

@@ -16,10 +16,14 @@ class Answer:
     body: dict
 
 
-async def _post_all(url: str, bodies: list[bytes], concurrency: int, timeout: float) -> list[Answer]:
+def _headers(key: str | None) -> dict[str, str]:
+    return {"content-type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+
+
+async def _post_all(url: str, bodies: list[bytes], concurrency: int, timeout: float, key: str | None) -> list[Answer]:
     connector = aiohttp.TCPConnector(limit=concurrency)
     client_timeout = aiohttp.ClientTimeout(total=timeout)
-    headers = {"content-type": "application/json"}
+    headers = _headers(key)
     async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
 
         async def post(index: int, body: bytes) -> Answer:
@@ -29,10 +33,11 @@ async def _post_all(url: str, bodies: list[bytes], concurrency: int, timeout: fl
         return await asyncio.gather(*(post(i, body) for i, body in enumerate(bodies)))
 
 
-def post_all(url: str, payloads: list[dict], *, concurrency: int = 64, timeout: float = 60) -> list[Answer]:
-    """POST every payload concurrently; answers in payload order."""
+def post_all(url: str, payloads: list[dict], *, key: str | None, concurrency: int = 64, timeout: float = 60
+             ) -> list[Answer]:
+    """POST every payload concurrently, with API key `key`; answers in payload order."""
     bodies = [orjson.dumps(payload) for payload in payloads]
-    return asyncio.run(_post_all(url, bodies, concurrency, timeout))
+    return asyncio.run(_post_all(url, bodies, concurrency, timeout, key))
 
 
 @dataclass
@@ -42,7 +47,8 @@ class RetryReport:
     refusal_reasons: list[str]
 
 
-async def _post_until_accepted(url: str, bodies: list[bytes], keys: list[str], concurrency: int, timeout: float) -> RetryReport:
+async def _post_until_accepted(url: str, bodies: list[bytes], keys: list[str], concurrency: int, timeout: float,
+                               key: str | None) -> RetryReport:
     connector = aiohttp.TCPConnector(limit=concurrency)
     loop = asyncio.get_running_loop()
     refusals: list[float] = []
@@ -52,7 +58,7 @@ async def _post_until_accepted(url: str, bodies: list[bytes], keys: list[str], c
         slots = asyncio.Semaphore(concurrency)  # so a request's clock starts when it is sent, not queued
 
         async def post(index: int) -> Answer:
-            headers = {"content-type": "application/json", "Idempotency-Key": keys[index]}
+            headers = {**_headers(key), "Idempotency-Key": keys[index]}
             for _ in range(200):
                 async with slots:
                     started = loop.time()
@@ -70,10 +76,11 @@ async def _post_until_accepted(url: str, bodies: list[bytes], keys: list[str], c
     return RetryReport(list(answers), refusals, reasons)
 
 
-def post_until_accepted(url: str, payloads: list[dict], keys: list[str], *, concurrency: int = 32, timeout: float = 10) -> RetryReport:
+def post_until_accepted(url: str, payloads: list[dict], keys: list[str], *, key: str | None, concurrency: int = 32,
+                        timeout: float = 10) -> RetryReport:
     """POST each payload with its Idempotency-Key, retrying 503s as a well-behaved client does.
 
     `timeout` bounds every single request: one that hangs fails the load.
     """
     bodies = [orjson.dumps(payload) for payload in payloads]
-    return asyncio.run(_post_until_accepted(url, bodies, keys, concurrency, timeout))
+    return asyncio.run(_post_until_accepted(url, bodies, keys, concurrency, timeout, key))

@@ -28,8 +28,11 @@ def free_port() -> int:
 class Stack:
     """API and workers started from the project's own entrypoint scripts."""
 
-    def __init__(self, workdir: Path, rabbitmq_url: str, *, processes: int = 2, threads: int = 8, **settings: str):
+    def __init__(self, workdir: Path, rabbitmq_url: str, *, processes: int = 2, threads: int = 8, auth: bool = True,
+                 **settings: str):
+        """`auth`: the API has a keys file with one admin key, which `http` sends; else it is open."""
         self.workdir = workdir
+        self.keys_file = workdir / "api-keys.json"
         self.csv_path = workdir / "data.csv"
         self.api_port = free_port()
         self.prometheus_port = free_port()
@@ -50,14 +53,36 @@ class Stack:
             "WORKER_PROCESSES": str(processes),
             "WORKER_THREADS": str(threads),
             "PYTHON": str(ROOT / ".venv" / "bin" / "python"),
+            "API_KEYS_FILE": str(self.keys_file),
             **{name.upper(): value for name, value in settings.items()},
         }
+        self.admin_key = self.add_key("test-admin", "admin") if auth else None
+        #: Requests with the admin key (or none, when `auth` is off); paths relative to the API.
+        self.http = httpx.Client(base_url=self.base_url, headers=self.auth_headers(self.admin_key), timeout=10)
         self.api: subprocess.Popen | None = None
         self.workers: subprocess.Popen | None = None
         self.model_workers: subprocess.Popen | None = None
         self.model_workers_log = workdir / "model-workers.log"
         self.api_log = workdir / "api.log"
         self.workers_log = workdir / "workers.log"
+
+    def add_key(self, name: str, scopes: str, *, client_ids: tuple[str, ...] = (), rate: int | None = None,
+                tenant: str | None = None) -> str:
+        """A new key in this stack's keys file (the API sees it within a second); its secret."""
+        from app.keys import add_key
+
+        return add_key(self.keys_file, name, scopes.split(","), list(client_ids), rate, tenant)
+
+    def id_scope(self, tenant: str = "test-admin") -> str:
+        """app.tenancy.id_scope as this stack's API computes it for `tenant`."""
+        from actors.stats import namespace_for
+        from app.tenancy import scope_name
+
+        return scope_name(namespace_for(self.rabbitmq_url), tenant)
+
+    @staticmethod
+    def auth_headers(key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     @property
     def base_url(self) -> str:
@@ -109,7 +134,7 @@ class Stack:
         def answering() -> bool:
             if self.api.poll() is not None:
                 raise AssertionError(f"API exited with {self.api.returncode}; see {self.api_log}")
-            status = httpx.get(f"{self.base_url}/ready" if wait_ready else f"{self.base_url}/health", timeout=5)
+            status = self.http.get("/ready" if wait_ready else f"{self.base_url}/health", timeout=5)
             return status.status_code == 200
 
         wait_for(answering, timeout=60, interval=0.1, what="the API to answer")

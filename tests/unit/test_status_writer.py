@@ -98,6 +98,6 @@ def test_enqueued_at_is_the_message_s_own_timestamp_so_never_after_a_worker_s_st
     key = status_key(namespace, message.message_id)
     try:
         assert client.hgetall(key) == {"state": "queued", "queue": "ingest", "actor": "write_detection_rows",
-                                       "enqueued_at": "1700000000000"}
+                                       "enqueued_at": "1700000000000", "tenant": ""}
     finally:
         client.delete(key)
