@@ -14,6 +14,7 @@ Environment:
     LOCUST_SEED  seed of the frames and payloads (default 20230213), for repeatable runs.
     LOCUST_WAIT  longest pause in seconds between a user's requests (default 0: none, so the
                  user count alone sets the load).
+    API_KEY      the API key to send (one with the `ingest` scope); unset for an API without keys.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tests.support.payloads import random_frame, random_payload
 
 SEED = int(os.environ.get("LOCUST_SEED", "20230213"))
 MAX_WAIT = float(os.environ.get("LOCUST_WAIT", "0"))
-HEADERS = {"content-type": "application/json"}
+API_KEY = os.environ.get("API_KEY", "")
+HEADERS = {"content-type": "application/json", **({"Authorization": f"Bearer {API_KEY}"} if API_KEY else {})}
 
 # Encoded once: a load client on the same 2 cores as the service would otherwise measure itself.
 _frames_rng = random.Random(SEED)

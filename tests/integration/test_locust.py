@@ -33,7 +33,7 @@ def run_locust(stack: Stack, stats_prefix: str) -> subprocess.CompletedProcess:
         *("--json-file", stats_prefix),
     ]
     return subprocess.run(
-        command, cwd=ROOT, env={**os.environ, "LOCUST_SEED": "7"}, capture_output=True, text=True, timeout=90
+        command, cwd=ROOT, env={**os.environ, "LOCUST_SEED": "7", "API_KEY": stack.add_key("locust", "ingest")}, capture_output=True, text=True, timeout=90
     )
 
 

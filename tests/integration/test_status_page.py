@@ -105,6 +105,28 @@ def chromium_page():
             browser.close()
 
 
+def log_in(page, key: str) -> None:
+    """What a person does: the page asks for a key; type it in and submit."""
+    page.wait_for_selector("#login:not([hidden])", timeout=10_000)
+    page.fill("#api-key", key)
+    page.click("#login button")
+
+
+@pytest.mark.browser
+def test_the_page_asks_for_a_key_and_shows_nothing_to_a_key_without_admin(loaded_stack, chromium_page):
+    page = chromium_page
+    page.goto(loaded_stack.base_url + "/", wait_until="load")
+    page.wait_for_selector("#login:not([hidden])", timeout=10_000)
+    assert "admin scope" in page.inner_text("#login-reason")
+    log_in(page, loaded_stack.add_key("page-reader", "read"))
+    wait_for(lambda: "lacks the scope 'admin'" in page.inner_text("#login-reason"), timeout=10,
+             what="the page to say the key lacks the admin scope")
+    assert page.get_attribute("#rows-written", "data-value") in (None, ""), "no numbers for a non-admin key"
+    assert page.evaluate("sessionStorage.getItem('ingest-api-key')") is not None, "kept in this tab only"
+    page.click("#forget")
+    assert page.evaluate("sessionStorage.getItem('ingest-api-key')") is None
+
+
 @pytest.mark.browser
 def test_the_page_shows_the_numbers_of_the_api_and_keeps_them_live(loaded_stack, chromium_page):
     page = chromium_page
@@ -113,6 +135,7 @@ def test_the_page_shows_the_numbers_of_the_api_and_keeps_them_live(loaded_stack,
         loaded_stack.base_url) else None)
     page.goto(loaded_stack.base_url + "/", wait_until="load")
     assert page.title() == "Detections ingest: status"
+    log_in(page, loaded_stack.admin_key)
 
     def number(value) -> float | None:
         return None if value in (None, "") else float(value)
