@@ -169,6 +169,36 @@ def _required_scopes(dependant: Dependant) -> list[str] | None:
     return scopes
 
 
+def _error_doc(description: str, detail: str, headers: dict | None = None) -> dict:
+    return {
+        "description": description,
+        **({"headers": headers} if headers else {}),
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"},
+                                          "example": {"detail": detail}}},
+    }
+
+
+def auth_responses(scopes: list[str]) -> dict[int, dict]:
+    """What every guarded route may answer before its own work: 401, 403, 429."""
+    scope = scopes[0] if scopes else "admin"
+    return {
+        401: _error_doc(
+            "No API key, or an unknown or revoked one.", "unknown or revoked API key",
+            {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+        ),
+        403: _error_doc(
+            f"The key lacks the `{scope}` scope (or, for ingest, may not send for the payload's `client_id`).",
+            f"key 'acme-reader' lacks the scope '{scope}' this route needs (it has: read)",
+        ),
+        429: _error_doc(
+            "The key is over its requests per second (its --rate, or DEFAULT_RATE_PER_KEY).",
+            "key 'acme-cameras' is over its rate of 50 requests per second; retry after Retry-After seconds",
+            {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
+                             "schema": {"type": "integer"}, "example": 1}},
+        ),
+    }
+
+
 class AuthorizedRoute(APIRoute):
     """A route that authenticates before FastAPI reads its body.
 
@@ -178,6 +208,12 @@ class AuthorizedRoute(APIRoute):
     from a 422 or 415 before hearing 401. The principal is kept in the request
     scope, so `authorize` does not check (nor count against the rate) twice.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        scopes = _required_scopes(self.dependant)
+        for status, documented in (auth_responses(scopes) if scopes is not None else {}).items():
+            self.responses.setdefault(status, documented)
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
