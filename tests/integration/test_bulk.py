@@ -18,6 +18,7 @@ import pytest
 from app.auth import OPEN
 from app.bulk_ingest import file_message_id, validate
 from pipeline.rows import COLUMNS, HEADER, encode_rows
+from tests.support import csv_check
 from tests.support.csv_check import assert_rows_match, count_rows
 from tests.support.load import post_all
 from tests.support.payloads import random_payload
@@ -45,9 +46,7 @@ def invalid(payload: dict) -> dict:
 
 
 def wait_for_rows(stack: Stack, accepted: dict[str, dict]) -> None:
-    expected = sum(len(payload["data"]["preds"]) for payload in accepted.values())
-    wait_for(lambda: count_rows(stack.csv_path, set(accepted)) >= expected, timeout=120, interval=0.5,
-             what=f"{expected} rows in {stack.csv_path}")
+    csv_check.wait_for_rows(stack.csv_path, accepted)
 
 
 def duplicates(stack: Stack) -> int:

@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline.rows import read_csv
+from tests.support.waiting import wait_for
 
 
 def rows_by_key(path: Path) -> dict[tuple[str, int], list[dict]]:
@@ -42,3 +43,10 @@ def assert_rows_match(path: Path, accepted: dict[str, dict]) -> None:
         assert row["prob"] == pred["prob"]
         assert row["tags"] == pred["tags"]
         assert row["image_frame"] == pred["image_frame"]
+
+
+def wait_for_rows(path: Path, accepted: dict[str, dict], timeout: float = 120) -> None:
+    """Until every pred of the accepted payloads is in the CSV (then compare them with assert_rows_match)."""
+    expected = sum(len(payload["data"]["preds"]) for payload in accepted.values())
+    wait_for(lambda: count_rows(path, set(accepted)) >= expected, timeout=timeout, interval=0.5,
+             what=f"{expected} rows in {path}")
