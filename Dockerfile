@@ -9,10 +9,11 @@ ENV PYTHONUNBUFFERED=1 \
     API_HOST=0.0.0.0 \
     PROMETHEUS_HOST=0.0.0.0 \
     PROMETHEUS_DB=/tmp/dramatiq-prometheus \
-    CSV_PATH=/data/data.csv
+    CSV_PATH=/data/data.csv \
+    API_KEYS_FILE=/keys/api-keys.json
 
 RUN groupadd --system app && useradd --system --gid app --home-dir /srv app \
-    && mkdir -p /data && chown app:app /data
+    && mkdir -p /data /keys && chown app:app /data /keys && chmod 700 /keys
 
 WORKDIR /srv
 # Requirements first: the dependency layer is rebuilt only when they change.
@@ -25,6 +26,7 @@ COPY actors ./actors
 COPY pipeline ./pipeline
 
 USER app
-VOLUME ["/data"]
+# /keys: the API keys file (hashes only), on a volume of its own that only the API mounts.
+VOLUME ["/data", "/keys"]
 EXPOSE 8000 9191
 CMD ["./entrypoint.sh"]

@@ -45,6 +45,7 @@ def test_poison_message_is_dead_lettered_listed_and_written_once_after_replay(ma
     assert letter["reason"] == "DownstreamFault: poison-device cannot be stored until the fix"
     assert letter["attempts"] == 3, "one try and MAX_RETRIES=2 retries"
     assert letter["args"][0]["device_id"] == "poison-device"
+    assert (letter["key"], letter["tenant"]) == ("test-admin", "test-admin"), "who sent it"
     wait_for(lambda: stack.csv_path.exists() and len(stack.csv_path.read_bytes()) > 0, timeout=30, what="rows")
     assert_rows_match(stack.csv_path, dict(zip(good_ids, good)))  # the good ones, and no poison rows
 

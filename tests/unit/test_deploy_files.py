@@ -35,13 +35,16 @@ def test_every_variable_set_for_the_app_is_a_setting(service):
 
 @pytest.mark.parametrize("service", ["api", "worker"])
 def test_the_app_reaches_rabbitmq_and_redis_by_their_service_names(service):
-    assert urlsplit(env(service)["RABBITMQ_URL"]).hostname == "rabbitmq"
-    assert urlsplit(env(service)["REDIS_URL"]).hostname == "redis"
+    def interpolated(url: str) -> str:  # as compose would, with a stand-in for each ${VARIABLE}
+        return re.sub(r"\$\{[^}]*\}", "x", url)
+
+    assert urlsplit(interpolated(env(service)["RABBITMQ_URL"])).hostname == "rabbitmq"
+    assert urlsplit(interpolated(env(service)["REDIS_URL"])).hostname == "redis"
 
 
-def test_the_api_publishes_the_port_it_listens_on():
+def test_the_api_publishes_the_port_it_listens_on_on_loopback_unless_api_bind_says_otherwise():
     port = env("api")["API_PORT"]
-    assert f"{port}:{port}" in SERVICES["api"]["ports"]
+    assert f"${{API_BIND:-127.0.0.1}}:{port}:{port}" in SERVICES["api"]["ports"]
     assert env("api")["API_HOST"] == "0.0.0.0"
 
 
@@ -50,11 +53,16 @@ def test_the_workers_expose_their_metrics_port():
     assert env("worker")["PROMETHEUS_HOST"] == "0.0.0.0"
 
 
+def data_volume(service: str) -> str:
+    """The service's mount of the data volume (the API also mounts its keys)."""
+    (volume,) = [v for v in SERVICES[service]["volumes"] if not v.startswith("api-keys:")]
+    return volume
+
+
 def test_api_and_workers_share_the_csv_volume_at_the_csv_directory():
     mounts = {}
     for service in ("api", "worker"):
-        (volume,) = SERVICES[service]["volumes"]
-        name, target = volume.split(":")[:2]
+        name, target = data_volume(service).split(":")[:2]
         assert str(Path(env(service)["CSV_PATH"]).parent) == target
         mounts[service] = name
     assert mounts["api"] == mounts["worker"]
@@ -119,8 +127,78 @@ def test_the_trainer_runs_the_model_worker_group_and_exposes_its_metrics():
 
 def test_the_trainer_and_the_api_share_the_model_store_and_datasets():
     for service in ("api", "trainer"):
-        (volume,) = SERVICES[service]["volumes"]
-        name, target = volume.split(":")[:2]
+        name, target = data_volume(service).split(":")[:2]
         assert env(service)["MODEL_STORE_URL"].startswith(target + "/")
         assert env(service)["DATASET_DIR"].startswith(target + "/")
-        assert name == SERVICES["api"]["volumes"][0].split(":")[0]
+        assert name == data_volume("api").split(":")[0]
+
+
+# -- No default credentials, nothing published beyond loopback (issue 10) ----------------------------
+
+SHIPPED = [ROOT / "docker-compose.yml", *sorted((ROOT / ".devcontainer").iterdir()), ROOT / ".env.example",
+           ROOT / "config.py", ROOT / "Dockerfile", *sorted(p for p in (ROOT / "deploy").rglob("*") if p.is_file())]
+ENV_EXAMPLE = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+REQUIRED = set(re.findall(r"\$\{(\w+):\?", (ROOT / "docker-compose.yml").read_text()))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_shipped_file_holds_a_default_credential(path):
+    text = path.read_text().lower()
+    for credential in ("guest:guest", "guest/guest", "admin/admin", "admin:admin", "password: admin",
+                       "anonymous_enabled: \"true\""):
+        assert credential not in text, credential
+
+
+def test_every_password_compose_needs_comes_from_env_with_no_default_and_env_example_lists_it_empty():
+    assert {"RABBITMQ_USER", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= REQUIRED
+    for name in REQUIRED:
+        assert ENV_EXAMPLE.get(name) == "", f"{name} must be in .env.example, empty"
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_rabbitmq_has_its_own_user_instead_of_guest_and_the_app_uses_it():
+    rabbit = SERVICES["rabbitmq"]["environment"]
+    assert rabbit["RABBITMQ_DEFAULT_USER"].startswith("${RABBITMQ_USER:?")
+    assert rabbit["RABBITMQ_DEFAULT_PASS"].startswith("${RABBITMQ_PASSWORD:?")
+    url = env("api")["RABBITMQ_URL"]
+    assert "${RABBITMQ_USER:?" in url and "${RABBITMQ_PASSWORD:?" in url
+
+
+def test_redis_needs_a_password_and_the_app_sends_it():
+    assert "--requirepass" in SERVICES["redis"]["command"]
+    assert env("api")["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_published_port_binds_loopback(service):
+    for published in SERVICES[service].get("ports", []):
+        host = str(published).rsplit(":", 2)[0]
+        assert host in ("127.0.0.1", "${API_BIND:-127.0.0.1}"), published
+
+
+def test_grafana_has_no_anonymous_access_and_its_admin_password_comes_from_env():
+    grafana = SERVICES["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_prometheus_scrapes_the_api_with_a_bearer_key_from_a_secret_kept_out_of_git():
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (api_job,) = [job for job in config["scrape_configs"] if job["job_name"] == "api"]
+    credentials = api_job["authorization"]["credentials_file"]
+    assert api_job["authorization"]["type"] == "Bearer"
+    (secret,) = SERVICES["prometheus"]["secrets"]
+    assert credentials == f"/run/secrets/{secret}"
+    secret_file = ROOT / COMPOSE["secrets"][secret]["file"]
+    ignored = (secret_file.parent / ".gitignore").read_text().split()
+    assert "*" in ignored
+
+
+def test_the_api_reads_its_keys_from_a_volume_only_it_mounts_and_answers_prometheus_host_name():
+    keys_dir = str(Path(env("api")["API_KEYS_FILE"]).parent)
+    assert f"api-keys:{keys_dir}" in SERVICES["api"]["volumes"]
+    assert not any(str(v).startswith("api-keys:") for name, service in SERVICES.items() if name != "api"
+                   for v in service.get("volumes", []))
+    assert "api" in env("api")["ALLOWED_HOSTS"].split()
+    assert f"API_KEYS_FILE={env('api')['API_KEYS_FILE']}" in DOCKERFILE.replace(" ", "")

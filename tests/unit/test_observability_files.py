@@ -209,7 +209,7 @@ def test_compose_mounts_the_prometheus_config_where_prometheus_reads_it():
     config = flags["config.file"]
     assert host_path("prometheus", config) == DEPLOY / "prometheus" / "prometheus.yml"
     assert mounts("prometheus")[config][1] == "ro"
-    assert "9090:9090" in SERVICES["prometheus"]["ports"]
+    assert "127.0.0.1:9090:9090" in SERVICES["prometheus"]["ports"]
 
 
 # Grafana: provisioning is mounted where Grafana looks, and points at what is mounted.
@@ -218,7 +218,7 @@ def test_compose_mounts_the_prometheus_config_where_prometheus_reads_it():
 def test_compose_mounts_grafana_provisioning_and_dashboards_read_only():
     assert host_path("grafana", GRAFANA_PROVISIONING_PATH) == PROVISIONING
     assert all(mode == "ro" for _, mode in mounts("grafana").values())
-    assert "3000:3000" in SERVICES["grafana"]["ports"]
+    assert "127.0.0.1:3000:3000" in SERVICES["grafana"]["ports"]
 
 
 def test_every_dashboard_provider_reads_a_mounted_directory_of_dashboards():
@@ -236,7 +236,7 @@ def test_grafana_home_dashboard_is_a_mounted_dashboard():
 def test_the_datasource_is_the_compose_prometheus():
     url = urlsplit(DATASOURCE["url"])
     assert DATASOURCE["type"] == "prometheus" and DATASOURCE["isDefault"] is True
-    assert url.hostname == "prometheus" and f"{url.port}:{url.port}" in SERVICES["prometheus"]["ports"]
+    assert url.hostname == "prometheus" and f"127.0.0.1:{url.port}:{url.port}" in SERVICES["prometheus"]["ports"]
     assert url.port == 9090 and not any("web.listen-address" in arg for arg in SERVICES["prometheus"]["command"])
     assert DATASOURCE["jsonData"]["timeInterval"] == PROMETHEUS["global"]["scrape_interval"]
 
