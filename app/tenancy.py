@@ -44,11 +44,14 @@ def scoped_key(principal: Principal, idempotency_key: str) -> str:
 
 def file_row_id(principal: Principal, message_id: str) -> str:
     """The id a `message_id` found in an uploaded file becomes for this principal."""
-    if principal.admin:
-        return message_id
+    return message_id if principal.admin else scoped_file_id(id_scope(principal), message_id)
+
+
+def scoped_file_id(scope: str, message_id: str) -> str:
+    """A file's `message_id` in the id scope of a tenant that is not admin."""
     from app.idempotency import message_id_for
 
-    return message_id_for(f"{id_scope(principal)} file-id {message_id}")
+    return message_id_for(f"{scope} file-id {message_id}")
 
 
 def client_problem(principal: Principal, client_id: object) -> dict | None:

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.load import run_load  # noqa: E402
 from bench.procstat import TreeSampler  # noqa: E402
+from app.tenancy import scoped_file_id  # noqa: E402
 from bench.targets import OursTarget  # noqa: E402
 from pipeline.rows import HEADER_BYTES, encode_rows  # noqa: E402
 from tests.support.payloads import random_payload  # noqa: E402
@@ -51,14 +52,15 @@ from tests.support.waiting import wait_for  # noqa: E402
 METHODS = ("single", "batch", "file")
 
 
-async def _post_batches(url: str, batches: list[bytes], concurrency: int) -> list[str]:
+async def _post_batches(url: str, batches: list[bytes], concurrency: int, headers: dict[str, str]) -> list[str]:
     slots = asyncio.Semaphore(concurrency)
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(timeout=timeout) as session:
 
         async def post(body: bytes) -> list[str]:
             async with slots:
-                async with session.post(url, data=body, headers={"content-type": "application/json"}) as response:
+                async with session.post(url, data=body, headers={"content-type": "application/json", **headers}
+                                        ) as response:
                     answer = orjson.loads(await response.read())
                     if response.status != 200 or answer["received"] != answer["total"]:
                         raise AssertionError(f"batch answered {response.status}: {str(answer)[:300]}")
@@ -72,14 +74,15 @@ def enqueue_single(target: OursTarget, payloads: list[dict], args) -> list[str]:
     bodies = [orjson.dumps(payload) for payload in payloads]
     receiver, sender = multiprocessing.Pipe(duplex=False)
     loader = multiprocessing.get_context("spawn").Process(
-        target=run_load, args=(target.url, bodies, args.concurrency, None, sender)
+        target=run_load, args=(target.url, bodies, args.concurrency, None, sender, target.headers)
     )
     loader.start()
     report = receiver.recv()
     loader.join()
     ids = [result[3] for result in report["results"] if result and 200 <= result[2] < 300]
     if len(ids) != len(payloads):
-        raise AssertionError(f"{len(payloads) - len(ids)} single POSTs were not accepted")
+        statuses = sorted({result[2] for result in report["results"] if result and not 200 <= result[2] < 300})
+        raise AssertionError(f"{len(payloads) - len(ids)} single POSTs were not accepted (answered {statuses})")
     # The window is first request sent to last answer, not the load process's start-up (it unpickles the bodies).
     return ids, min(r[0] for r in report["results"]), max(r[0] + r[1] for r in report["results"])
 
@@ -88,22 +91,25 @@ def enqueue_batch(target: OursTarget, payloads: list[dict], args) -> list[str]:
     size = args.batch_size
     batches = [orjson.dumps(payloads[start : start + size]) for start in range(0, len(payloads), size)]
     started = time.time()
-    ids = asyncio.run(_post_batches(f"{target.stack.base_url}/api/batch", batches, args.batch_concurrency))
+    ids = asyncio.run(_post_batches(f"{target.stack.base_url}/api/batch", batches, args.batch_concurrency,
+                                    target.headers))
     return ids, started, time.time()
 
 
 def enqueue_file(target: OursTarget, payloads: list[dict], args) -> list[str]:
     started = time.time()
-    asyncio.run(_upload(f"{target.stack.base_url}/file/upload", args.csv_path, len(payloads)))
-    return args.file_ids, started, time.time()  # the ids are the file's own
+    asyncio.run(_upload(f"{target.stack.base_url}/file/upload", args.csv_path, len(payloads), target.headers))
+    # The file's own ids, as the API maps them into the (non-admin) load key's tenant.
+    scope = target.stack.id_scope(target.load_key)
+    return [scoped_file_id(scope, message_id) for message_id in args.file_ids], started, time.time()
 
 
-async def _upload(url: str, path: Path, expected: int) -> None:
+async def _upload(url: str, path: Path, expected: int, headers: dict[str, str]) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1200)) as session:
         with open(path, "rb") as data:
             form = aiohttp.FormData()
             form.add_field("file", data, filename="detections.csv", content_type="text/csv")
-            async with session.post(url, data=form) as response:
+            async with session.post(url, data=form, headers=headers) as response:
                 answer = orjson.loads(await response.read())
     if response.status != 200 or answer["enqueued"] != expected:
         raise AssertionError(f"upload answered {response.status}: {str(answer)[:300]}")

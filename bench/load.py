@@ -63,12 +63,13 @@ class HttpConnection:
         self._reader = self._writer = None
 
 
-async def _drive(url: str, bodies: list[bytes], concurrency: int, rate: float | None) -> dict:
+async def _drive(url: str, bodies: list[bytes], concurrency: int, rate: float | None, headers: dict[str, str]) -> dict:
     results: list[tuple[float, float, int, str]] = [None] * len(bodies)  # (sent, latency, status, message id)
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 80
     request_line = (
         f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     ).encode()
     idle: asyncio.Queue[HttpConnection] = asyncio.Queue()
     for _ in range(concurrency):
@@ -121,7 +122,8 @@ async def _drive(url: str, bodies: list[bytes], concurrency: int, rate: float | 
     }
 
 
-def run_load(url: str, bodies: list[bytes], concurrency: int, rate: float | None, out) -> None:
+def run_load(url: str, bodies: list[bytes], concurrency: int, rate: float | None, out,
+             headers: dict[str, str] | None = None) -> None:
     """Entry point of the load process; sends its report through `out` (a Pipe end)."""
     try:
         import uvloop
@@ -129,5 +131,5 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, rate: float | None
         uvloop.install()
     except ImportError:
         pass
-    out.send(asyncio.run(_drive(url, bodies, concurrency, rate)))
+    out.send(asyncio.run(_drive(url, bodies, concurrency, rate, headers or {})))
     out.close()

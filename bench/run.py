@@ -57,14 +57,14 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
     """Start one target on its own vhost, drive the load, wait for every row, measure."""
     vhost = create_vhost("bench")
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{target_class.label}-"))
-    target = target_class(workdir, vhost_url(vhost), args.processes, args.threads)
+    target = target_class(workdir, vhost_url(vhost), args.processes, args.threads, auth=not args.no_auth)
     print(f"[{target.label}]")
     try:
         target.start()
         api_tree, worker_tree = TreeSampler(target.api_pid), TreeSampler(target.workers_pid)
         receiver, sender = multiprocessing.Pipe(duplex=False)
         loader = multiprocessing.get_context("spawn").Process(
-            target=run_load, args=(target.url, bodies, args.concurrency, args.rate, sender)
+            target=run_load, args=(target.url, bodies, args.concurrency, args.rate, sender, target.headers)
         )
         started_wall = time.time()
         started = time.perf_counter()
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--label", default="ours")
     parser.add_argument("--baseline", action="store_true", help="also run the demo-style baseline; print ratios")
+    parser.add_argument("--no-auth", action="store_true", help="ours without API keys (what auth costs)")
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds (ours, then the baseline, alternating); prints medians"
     )

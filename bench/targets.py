@@ -16,11 +16,17 @@ from tests.support.waiting import wait_for
 
 
 class OursTarget:
+    """`auth`: the API has keys and the load sends an `ingest` key, as in production; off, the API is open."""
+
     label = "ours"
 
-    def __init__(self, workdir: Path, rabbitmq_url: str, processes: int, threads: int):
-        self.stack = Stack(workdir, rabbitmq_url, processes=processes, threads=threads)
+    def __init__(self, workdir: Path, rabbitmq_url: str, processes: int, threads: int, auth: bool = True):
+        self.stack = Stack(workdir, rabbitmq_url, processes=processes, threads=threads, auth=auth)
         self.csv_path = self.stack.csv_path
+        #: The load's key: `ingest` only, as a client's would be. Its name is its tenant.
+        self.load_key = "bench-load"
+        #: What every load request sends besides its body.
+        self.headers = self.stack.auth_headers(self.stack.add_key(self.load_key, "ingest") if auth else None)
 
     def start(self) -> None:
         self.stack.start()
@@ -46,8 +52,9 @@ class BaselineTarget:
     """bench/baseline: pika publisher without confirms, one aio_pika consumer, no fsync."""
 
     label = "baseline"
+    headers: dict[str, str] = {}
 
-    def __init__(self, workdir: Path, rabbitmq_url: str, processes: int, threads: int):
+    def __init__(self, workdir: Path, rabbitmq_url: str, processes: int, threads: int, auth: bool = True):
         self.workdir = workdir
         self.csv_path = workdir / "baseline.csv"
         self.port = free_port()

@@ -42,7 +42,7 @@ def test_requests_share_a_connection_and_a_closed_one_is_reopened():
     async def scenario():
         server, port, served = await _serve([accepted("a"), accepted("b", close=True)])
         async with server:
-            report = await _drive(f"http://127.0.0.1:{port}/api", [b"{}"] * 4, concurrency=1, rate=None)
+            report = await _drive(f"http://127.0.0.1:{port}/api", [b"{}"] * 4, concurrency=1, rate=None, headers={})
         return report, served
 
     report, served = asyncio.run(scenario())
