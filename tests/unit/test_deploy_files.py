@@ -202,3 +202,8 @@ def test_the_api_reads_its_keys_from_a_volume_only_it_mounts_and_answers_prometh
                    for v in service.get("volumes", []))
     assert "api" in env("api")["ALLOWED_HOSTS"].split()
     assert f"API_KEYS_FILE={env('api')['API_KEYS_FILE']}" in DOCKERFILE.replace(" ", "")
+
+
+def test_the_devcontainer_stops_at_once_without_a_dot_env_and_says_what_to_do():
+    command = DEVCONTAINER["initializeCommand"]
+    assert command.startswith("test -f .env ||") and ".env.example" in command
