@@ -26,9 +26,11 @@ class TrainRequest(BaseModel):
     )
 
     model: Literal["logistic_regression", "random_forest"]
+    # A file name, never a control character (a NUL would reach the file system as an error).
     dataset: str = Field(
-        min_length=1, max_length=255,
-        description="`iris`, `wine`, `breast_cancer` (built into scikit-learn), or a CSV file in DATASET_DIR.",
+        min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._/ -]+$",
+        description="`iris`, `wine`, `breast_cancer` (built into scikit-learn), or a CSV file in DATASET_DIR "
+        "(letters, digits, `. _ / -` and spaces).",
     )
     target: Optional[str] = Field(
         None, min_length=1, max_length=255, description="Label column; built-in datasets: `target` (default)."

@@ -72,7 +72,7 @@ def dataset_path(dataset: str, dataset_dir: Path) -> Path:
             "dataset",
         )
     if not path.is_file():
-        raise TrainingInputError(f"dataset {dataset!r} not found in DATASET_DIR ({root})", "dataset")
+        raise TrainingInputError(f"dataset {dataset!r} not found in DATASET_DIR", "dataset")  # its path is the server's
     return path
 
 

@@ -121,3 +121,20 @@ def test_a_worker_loads_each_artifact_from_the_store_once(monkeypatch, iris_mode
     assert first["predictions"] == [0] and second["predictions"] == [0, 0]
     assert reads == ["m-cached"], "loaded once, then served from the worker's cache"
     actors.models._loaded.cache_clear()
+
+
+@pytest.mark.parametrize("dataset", ["\x00.csv", "a\U0001f600.csv", "line\nbreak.csv"], ids=["NUL", "emoji", "newline"])
+def test_a_dataset_name_with_a_control_character_is_a_422_naming_the_field_not_a_server_error(dataset):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    response = TestClient(create_app()).post("/tasks/train", json={"model": "logistic_regression", "dataset": dataset})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "dataset"
+
+
+def test_an_unknown_dataset_is_refused_without_naming_the_servers_path(tmp_path):
+    with pytest.raises(training.TrainingInputError) as refused:
+        training.check_training_request("logistic_regression", "missing.csv", {}, tmp_path)
+    assert str(tmp_path) not in str(refused.value)
