@@ -40,6 +40,9 @@ MAX_ERROR_LENGTH = 2000
 QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, DEAD_LETTERED = (
     "queued", "running", "retrying", "succeeded", "failed", "dead-lettered"
 )
+#: Set by the first write only: whose message it is never changes. A later copy under the same id
+#: (an admin re-uploading rows of another tenant, a replay) must not take a status over.
+FIRST_WRITER_FIELDS = ("tenant",)
 
 
 def status_key(namespace: str, message_id: str) -> str:
@@ -78,18 +81,9 @@ class StatusWriter:
             self._pending.append((message_id, fields, only_if_new))
 
     def queued(self, messages: Iterable[Message]) -> None:
-        """Called by the API for messages RabbitMQ has confirmed.
-
-        `enqueued_at` is the message's own timestamp, taken when it was built just before
-        publishing: the time of the confirm could come after a fast worker's `started_at`.
-        """
+        """The `queued` records of messages RabbitMQ has confirmed (app.status_records writes them first)."""
         for message in messages:
-            self.record(
-                message.message_id,
-                {"state": QUEUED, "queue": message.queue_name, "actor": message.actor_name,
-                 "enqueued_at": message.message_timestamp, "tenant": message.options.get("tenant", "")},
-                only_if_new=True,  # a fast worker may already have written `running` or more
-            )
+            self.record(*queued_record(message)[:2], only_if_new=True)
 
     def _ensure_flusher(self) -> None:
         if self._owner_pid == os.getpid():
@@ -115,13 +109,7 @@ class StatusWriter:
         try:
             self._client = self._client or redis_client(self.redis_url, timeout=1)
             pipe = self._client.pipeline(transaction=False)
-            for message_id, (first_state, values) in _coalesce(batch).items():
-                key = status_key(self.namespace, message_id)
-                if first_state is not None:
-                    pipe.hsetnx(key, "state", first_state)
-                if values:
-                    pipe.hset(key, mapping=values)
-                pipe.expire(key, self.ttl_seconds)
+            queue_writes(pipe, self.namespace, self.ttl_seconds, batch)
             pipe.execute()
         except redis.RedisError as error:
             with self._lock:
@@ -136,28 +124,54 @@ class StatusWriter:
             logger.warning(text)
 
 
+def queued_record(message: Message) -> tuple[str, dict[str, Any], bool]:
+    """(message id, fields, only_if_new) of a message RabbitMQ has confirmed, as `record` takes them.
+
+    `enqueued_at` is the message's own timestamp, taken when it was built just before
+    publishing: the time of the confirm could come after a fast worker's `started_at`.
+    """
+    fields = {"state": QUEUED, "queue": message.queue_name, "actor": message.actor_name,
+              "enqueued_at": message.message_timestamp, "tenant": message.options.get("tenant", "")}
+    return message.message_id, fields, True  # a fast worker may already have written `running` or more
+
+
+def queue_writes(pipe, namespace: str, ttl_seconds: int, batch: Iterable[tuple[str, dict[str, Any], bool]]) -> None:
+    """Queue the Redis commands of `batch` on `pipe` (a redis-py pipeline, sync or asyncio), coalesced."""
+    for message_id, (if_absent, values) in _coalesce(batch).items():
+        key = status_key(namespace, message_id)
+        for name, value in if_absent.items():
+            pipe.hsetnx(key, name, value)
+        if values:
+            pipe.hset(key, mapping=values)
+        pipe.expire(key, ttl_seconds)
+
+
 def _coalesce(
     batch: Iterable[tuple[str, dict[str, Any], bool]],
-) -> dict[str, tuple[str | None, dict[str, str | int]]]:
+) -> dict[str, tuple[dict[str, str | int], dict[str, str | int]]]:
     """One write per message instead of one per record, with the same end result.
 
     A worker records three things per message (running, its result,
     succeeded), usually within one flush: sent one by one that was six Redis
     commands per message and a tenth of a worker's time. Per message this
-    returns the `state` to set only if the hash has none (`only_if_new`,
-    unless an earlier record in the batch already set one) and the fields to
-    set, later records overriding earlier ones, as the separate writes would.
+    returns the fields to set only if the hash has none of them yet (`state`
+    of an `only_if_new` record, unless an earlier record in the batch already
+    set one; the FIRST_WRITER_FIELDS always), and the fields to set, later
+    records overriding earlier ones, as the separate writes would.
     """
-    merged: dict[str, tuple[str | None, dict[str, str | int]]] = {}
+    merged: dict[str, tuple[dict[str, str | int], dict[str, str | int]]] = {}
     for message_id, fields, only_if_new in batch:
-        first_state, values = merged.get(message_id, (None, {}))
+        if_absent, values = merged.get(message_id, ({}, {}))
         encoded = {name: _encode(value) for name, value in fields.items()}
+        for name in FIRST_WRITER_FIELDS:
+            if name in encoded:
+                if_absent.setdefault(name, encoded.pop(name))
         if only_if_new:
             state = encoded.pop("state")
-            if first_state is None and "state" not in values:
-                first_state = state
+            if "state" not in if_absent and "state" not in values:
+                if_absent["state"] = state
         values.update(encoded)
-        merged[message_id] = (first_state, values)
+        merged[message_id] = (if_absent, values)
     return merged
 
 

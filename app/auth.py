@@ -30,6 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityS
 from app.keys import ApiKey, KeyRing
 from app.rate_limits import RateLimiter
 from config import Settings, get_settings
+from logs import API_KEY
 
 #: `Authorization: Bearer <key>` in the schema; our own 401 (FastAPI's says 403 with no header).
 bearer = HTTPBearer(
@@ -84,11 +85,21 @@ class Authenticator:
         self.default_rate = settings.default_rate_per_key
         self.by_proxy = settings.auth_by_proxy
 
-    def principal_for(self, authorization: str | None) -> Principal:
-        """The request's principal from its Authorization header; raises Unauthorized (401)."""
+    def principal_for(self, authorization: str | None, server: tuple | None = None) -> Principal:
+        """The request's principal from its Authorization header; raises Unauthorized (401).
+
+        `server` is the ASGI scope's: the address the request came in on. Without keys, a request
+        that reached a non-loopback address is refused (503), whatever API_HOST says: the guard
+        of entrypoint_api.sh does not see a uvicorn started by hand.
+        """
         if self.by_proxy or not self.ring.enforcing:
             self.ring.refresh()  # a keys file created while running takes effect within seconds
-            if self.by_proxy or not self.ring.enforcing:
+            if self.by_proxy:
+                return OPEN
+            if not self.ring.enforcing:
+                if not _local_address(server):
+                    raise HTTPException(503, "this API has no keys (API_KEYS_FILE does not exist), so it answers "
+                                        "loopback only; create one with `python -m app.keys add NAME --scopes ...`")
                 return OPEN
         if not authorization:
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>' (create one with "
@@ -123,10 +134,11 @@ def forbidden(principal: Principal, scope: str) -> HTTPException:
                               f"(it has: {', '.join(sorted(principal.scopes))})")
 
 
-async def check(authorization: str | None, scopes: list[str]) -> Principal:
+async def check(authorization: str | None, scopes: list[str], server: tuple | None = None) -> Principal:
     """401, 403 or 429 (raised), else who is asking: the one decision, for the routes and the fast path."""
     authenticator = get_authenticator()
-    principal = authenticator.principal_for(authorization)
+    principal = authenticator.principal_for(authorization, server)
+    API_KEY.set(principal.key or None)  # the request's log lines (its access line too) name the key
     for scope in scopes:
         if not principal.has(scope):
             raise forbidden(principal, scope)
@@ -147,7 +159,7 @@ async def authorize(
     principal = request.scope.get(CHECKED)
     if principal is not None and all(principal.has(scope) for scope in security_scopes.scopes):
         return principal  # checked (and counted against its rate) before the body was read
-    principal = await check(request.headers.get("authorization"), security_scopes.scopes)
+    principal = await check(request.headers.get("authorization"), security_scopes.scopes, request.scope.get("server"))
     request.scope[CHECKED] = principal
     return principal
 
@@ -224,10 +236,21 @@ class AuthorizedRoute(APIRoute):
         async def authenticated(request: Request) -> Response:
             principal = request.scope.get(CHECKED)  # set by the fast path when it hands over
             if principal is None or not all(principal.has(scope) for scope in scopes):
-                request.scope[CHECKED] = await check(request.headers.get("authorization"), scopes)
+                request.scope[CHECKED] = await check(request.headers.get("authorization"), scopes,
+                                                     request.scope.get("server"))
             return await handler(request)
 
         return authenticated
+
+
+def _local_address(server: tuple | None) -> bool:
+    """A loopback IP, a Unix socket (None), or a name only an in-process test client gives."""
+    if server is None:
+        return True
+    try:
+        return ipaddress.ip_address(str(server[0]).strip("[]")).is_loopback
+    except ValueError:
+        return True  # uvicorn always reports an IP; "testserver" is Starlette's TestClient
 
 
 def is_loopback(host: str) -> bool:

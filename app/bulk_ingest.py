@@ -35,7 +35,7 @@ from app.errors import field_path
 from app.idempotency import message_id_for
 from app.publishing import MAX_IN_FLIGHT, RETRY_AFTER_SECONDS, PublishOutcome, broker_unavailable, publish_many
 from app.schemas import IngestPayload
-from app.tenancy import client_problem, file_row_id, id_scope
+from app.tenancy import client_problem, file_row_id, id_scope, in_scope
 from config import Settings
 from pipeline.bulk import (
     FilePayload,
@@ -103,7 +103,7 @@ def file_message_id(key: str | None, content: ContentDigest | str, ordinal: int,
     if key is not None:
         return message_id_for(f"{key} upload {ordinal}")
     content_sha256 = content if isinstance(content, str) else content.hexdigest()
-    return message_id_for(f"{scope} {content_sha256} upload-content {ordinal}")
+    return message_id_for(in_scope(scope, f"{content_sha256} upload-content {ordinal}"))
 
 
 # -- POST /api/batch ---------------------------------------------------------------------------

@@ -62,13 +62,13 @@ class FastIngest:
                 return
             if name == b"content-type":
                 content_type = value
-            elif name == b"authorization":
+            elif name == b"authorization" and not authorization:  # the first, as Starlette reads it
                 authorization = value
         if not declares_json(content_type.decode("latin-1")):
             await self.app(scope, receive, send)
             return
         try:
-            principal = await check(authorization.decode("latin-1"), ["ingest"])
+            principal = await check(authorization.decode("latin-1"), ["ingest"], scope.get("server"))
         except HTTPException:  # 401, 403, 429: the route words it (and counts nothing twice)
             await self.app(scope, receive, send)
             return

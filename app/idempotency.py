@@ -47,19 +47,21 @@ class Accepted:
 
 
 class IdempotencyStore:
-    """`key`s here are scoped to their tenant and deployment already (app.tenancy.scoped_key)."""
+    """`key`s here are scoped to their tenant already (app.tenancy.scoped_key); records are kept per
+    deployment (`namespace`, the RabbitMQ vhost), so stacks sharing a Redis never see each other's."""
 
-    def __init__(self, url: str, ttl_seconds: int):
+    def __init__(self, url: str, ttl_seconds: int, namespace: str = ""):
         # Short timeouts and no retries (redis-py retries by default): this bookkeeping
         # must never make a request hang.
         self._redis = redis.Redis.from_url(
             url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
         )
         self._ttl = ttl_seconds
+        self._prefix = f"idempotency:{namespace}:" if namespace else "idempotency:"
 
     async def lookup(self, key: str) -> Accepted | None:
         try:
-            raw = await self._redis.get(f"idempotency:{key}")
+            raw = await self._redis.get(self._prefix + key)
         except RedisError as error:
             logger.warning("Idempotency-Key lookup skipped, Redis unavailable: {!r}", error)
             return None
@@ -71,7 +73,7 @@ class IdempotencyStore:
     async def remember(self, key: str, accepted: Accepted) -> None:
         try:
             await self._redis.set(
-                f"idempotency:{key}", f"{accepted.message_id} {accepted.fingerprint}", nx=True, ex=self._ttl
+                self._prefix + key, f"{accepted.message_id} {accepted.fingerprint}", nx=True, ex=self._ttl
             )
         except RedisError as error:
             logger.warning("Idempotency-Key not recorded, Redis unavailable: {!r}", error)
@@ -79,8 +81,10 @@ class IdempotencyStore:
 
 @lru_cache
 def _store() -> IdempotencyStore:
+    from actors.stats import namespace_for
+
     settings = get_settings()
-    return IdempotencyStore(settings.redis_url, settings.idempotency_ttl_seconds)
+    return IdempotencyStore(settings.redis_url, settings.idempotency_ttl_seconds, namespace_for(settings.rabbitmq_url))
 
 
 async def get_idempotency_store() -> IdempotencyStore:

@@ -65,16 +65,23 @@ class ApiKey:
     created_at: str = ""
 
     @classmethod
-    def from_json(cls, entry: dict) -> "ApiKey":
+    def from_json(cls, entry: object) -> "ApiKey":
+        """One entry of the file, checked field by field: a hand-edited file must not become a 500."""
+        if not isinstance(entry, dict):
+            raise KeyFileError("each entry of 'keys' must be an object")
         try:
             key = cls(
-                name=str(entry["name"]), id=str(entry["id"]), sha256=str(entry["sha256"]),
-                scopes=tuple(entry["scopes"]), client_ids=tuple(entry.get("client_ids", ())),
-                rate=entry.get("rate"), tenant=str(entry.get("tenant") or entry["name"]),
-                created_at=str(entry.get("created_at", "")),
+                name=entry["name"], id=entry["id"], sha256=entry["sha256"], scopes=tuple(entry["scopes"]),
+                client_ids=tuple(entry.get("client_ids", ())), rate=entry.get("rate"),
+                tenant=entry.get("tenant") or entry["name"], created_at=str(entry.get("created_at", "")),
             )
         except (KeyError, TypeError) as error:
-            raise KeyFileError(f"an entry lacks {error}") from None
+            raise KeyFileError(f"an entry lacks or mistypes {error}") from None
+        texts = [key.name, key.id, key.sha256, key.tenant, *key.scopes, *key.client_ids]
+        if not all(isinstance(text, str) for text in texts):
+            raise KeyFileError(f"key {key.name!r}: names, ids, scopes and client ids are strings")
+        if key.rate is not None and (not isinstance(key.rate, int) or isinstance(key.rate, bool) or key.rate < 0):
+            raise KeyFileError(f"key {key.name!r}: rate is a whole number >= 0, or null")
         unknown = set(key.scopes) - set(SCOPES)
         if unknown:
             raise KeyFileError(f"key {key.name!r} has unknown scope(s) {sorted(unknown)}")
@@ -91,6 +98,8 @@ def read_keys(path: Path) -> list[ApiKey]:
     try:
         document = orjson.loads(raw) if raw.strip() else {"keys": []}
         entries = document["keys"]
+        if not isinstance(entries, list):
+            raise TypeError
     except (orjson.JSONDecodeError, KeyError, TypeError):
         raise KeyFileError(f"{path} is not a keys file (JSON with a 'keys' list)") from None
     return [ApiKey.from_json(entry) for entry in entries]
@@ -197,18 +206,27 @@ class KeyRing:
                     logger.error("keys file {} disappeared: every request is refused until it is back", self.path)
                 self._by_id, self._stamp = {}, None
                 return
-            stamp = (status.st_ino, status.st_mtime_ns, status.st_size)
+            except OSError as error:  # e.g. a directory it is in became unreadable
+                self._refuse_all(error)
+                return
+            # ctime too: a chmod that makes an unreadable file readable changes nothing else.
+            stamp = (status.st_ino, status.st_mtime_ns, status.st_ctime_ns, status.st_size)
             if stamp == self._stamp:
                 return
             self.enforcing = True
             try:
                 keys = read_keys(self.path)
-            except (OSError, KeyFileError) as error:
-                logger.error("keys file unreadable, every request is refused until it is fixed: {}", error)
-                self._by_id, self._stamp = {}, stamp
+            except Exception as error:  # whatever is wrong with it, refuse; never open, never a 500
+                self._refuse_all(error)
                 return
             self._by_id, self._stamp = {key.id: key for key in keys}, stamp
             logger.info("loaded {} API key(s) from {}", len(keys), self.path)
+
+    def _refuse_all(self, error: Exception) -> None:
+        if self._by_id or self._stamp is not None or not self.enforcing:
+            logger.error("keys file {} unreadable, every request is refused until it is fixed: {}", self.path, error)
+        self.enforcing = True
+        self._by_id, self._stamp = {}, None  # no stamp: read again at the next check
 
 
 def _describe(key: ApiKey) -> str:

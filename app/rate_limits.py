@@ -9,13 +9,18 @@ up to LEASE tokens of the key's current one-second window from Redis at once
 busy key costs one Redis round trip per lease, not per request; requests of
 one key that find no token wait together for one lease.
 
-Redis never grants beyond the rate, so all processes together never admit
-more than it. Tokens a process leased and did not spend before the second
-ends are lost, so a key spread thinly over many processes may be held a
-little under its rate (at most one lease, ~rate / (4 x API_WORKERS), per
+Windows are fixed seconds (of each host's clock), so a burst that straddles
+the end of one second and the start of the next can see twice the rate
+within one second's span, as with any fixed-window limiter. Redis never
+grants beyond the rate in a window, so all processes together never admit
+more than it there. Tokens a process leased and did not spend before the
+second ends are lost, so a key spread thinly over many processes may be held
+a little under its rate (at most one lease, ~rate / (4 x API_WORKERS), per
 process and second). With Redis unreachable each process enforces its share
-(rate / API_WORKERS) alone: the limit still holds in total; it never fails
-open. Redis is asked again a second later.
+(rate / API_WORKERS, at least 1) alone, counting what it already admitted in
+that second: the limit still holds in total, and it never fails open. (While
+Redis fails for one process and not for the others, that one may add its
+share on top.) Redis is asked again a second later.
 """
 
 from __future__ import annotations
@@ -57,19 +62,26 @@ class _Window:
 
 class RateLimiter:
     def __init__(self, redis_url: str, namespace: str, processes: int):
-        self._redis = redis.Redis.from_url(
-            redis_url, socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
-        )
-        self._script = self._redis.register_script(_LEASE)
+        self._redis: redis.Redis | None = None  # made on first use, on the event loop that uses it
+        self._script = None
         self._namespace = namespace
         self._processes = max(1, processes)
         self._windows: dict[str, _Window] = {}
         self._redis_down_until = 0.0
+        self._redis_url = redis_url
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def admit(self, key_id: str, rate: int) -> float | None:
         """None if the request may go on; else seconds until the key may ask again (for Retry-After)."""
         if rate <= 0:
             return None
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a client's connections and futures belong to one event loop
+            self._loop, self._windows = loop, {}
+            self._redis = redis.Redis.from_url(
+                self._redis_url, socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+            )
+            self._script = self._redis.register_script(_LEASE)
         while True:
             now = time.time()
             window = self._window(key_id, int(now))
@@ -105,7 +117,9 @@ class RateLimiter:
         try:
             granted = int(await self._script(keys=[f"rate:{self._namespace}:{key_id}:{window.second}"],
                                              args=[wanted, rate]))
-        except (RedisError, OSError) as error:
+        except Exception as error:  # RedisError, OSError, or a surprise: never a 500, never open
+            if not isinstance(error, (RedisError, OSError)):
+                logger.exception("rate limit lease failed")
             logger.warning("rate limits enforced per process (each its share) while Redis is unreachable: {!r}",
                            error)
             self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS

@@ -3,8 +3,11 @@
 A tenant is a key's `tenant` (by default its name); keys of one tenant share
 everything here. Ids derived from an Idempotency-Key or a file are named in a
 scope of the deployment (the RabbitMQ vhost, as for every Redis record) and
-the tenant: the same key from two tenants, or two deployments sharing a
-Redis, makes two messages, never a false "duplicate". An uploaded file's own
+the tenant: the same key from two tenants makes two messages, never a false
+"duplicate" (and app.idempotency keeps its Redis records per deployment too,
+so two deployments sharing a Redis never answer each other). Without keys
+(the OPEN principal) ids are named as before tenants existed, so a retry or
+a re-upload across the upgrade still lands on the ids already written. An uploaded file's own
 `message_id` column is kept only for `admin` keys (restoring a CSV the service
 wrote is an operator's job); a tenant's file ids are mapped into its scope,
 so a file can never pre-empt another tenant's message id.
@@ -28,8 +31,17 @@ def _deployment() -> str:
 
 
 def id_scope(principal: Principal) -> str:
-    """The prefix of every name ids and Idempotency-Key records are derived from."""
-    return scope_name(_deployment(), principal.tenant)
+    """The prefix of every name ids and Idempotency-Key records are derived from; "" for OPEN."""
+    return scope_name(_deployment(), principal.tenant) if principal.key else ""
+
+
+def scoped(principal: Principal, name: str) -> str:
+    """`name` in the principal's id scope."""
+    return in_scope(id_scope(principal), name)
+
+
+def in_scope(scope: str, name: str) -> str:
+    return f"{scope} {name}" if scope else name
 
 
 def scope_name(deployment: str, tenant: str) -> str:
@@ -39,7 +51,7 @@ def scope_name(deployment: str, tenant: str) -> str:
 
 
 def scoped_key(principal: Principal, idempotency_key: str) -> str:
-    return f"{id_scope(principal)} {idempotency_key}"
+    return scoped(principal, idempotency_key)
 
 
 def file_row_id(principal: Principal, message_id: str) -> str:
@@ -51,7 +63,7 @@ def scoped_file_id(scope: str, message_id: str) -> str:
     """A file's `message_id` in the id scope of a tenant that is not admin."""
     from app.idempotency import message_id_for
 
-    return message_id_for(f"{scope} file-id {message_id}")
+    return message_id_for(in_scope(scope, f"file-id {message_id}"))
 
 
 def client_problem(principal: Principal, client_id: object) -> dict | None:

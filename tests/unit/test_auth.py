@@ -145,3 +145,16 @@ def test_serving_beyond_loopback_needs_keys_or_an_explicit_proxy(tmp_path, host,
         assert "API_KEYS_FILE" in problem and "python -m app.keys add" in problem
     add_key(tmp_path / "none.json", "first", ["admin"])
     assert auth.serving_problem(Settings(api_host=host, api_keys_file=tmp_path / "none.json")) is None
+
+
+def test_an_open_api_refuses_a_request_that_reached_it_on_a_network_address(tmp_path):
+    from fastapi import HTTPException
+
+    authenticator = Authenticator(Settings(api_keys_file=tmp_path / "none.json"))
+    assert authenticator.principal_for(None, ("127.0.0.1", 8000)) is auth.OPEN
+    assert authenticator.principal_for(None, None) is auth.OPEN  # a Unix socket
+    with pytest.raises(HTTPException) as refused:
+        authenticator.principal_for(None, ("192.0.2.7", 8000))
+    assert refused.value.status_code == 503 and "API_KEYS_FILE" in refused.value.detail
+    behind_proxy = Authenticator(Settings(api_keys_file=tmp_path / "none.json", auth_by_proxy=True))
+    assert behind_proxy.principal_for(None, ("192.0.2.7", 8000)) is auth.OPEN

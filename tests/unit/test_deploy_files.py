@@ -206,4 +206,5 @@ def test_the_api_reads_its_keys_from_a_volume_only_it_mounts_and_answers_prometh
 
 def test_the_devcontainer_stops_at_once_without_a_dot_env_and_says_what_to_do():
     command = DEVCONTAINER["initializeCommand"]
-    assert command.startswith("test -f .env ||") and ".env.example" in command
+    secret = COMPOSE["secrets"]["prometheus_api_key"]["file"].removeprefix("./")
+    assert command.startswith(f"test -f .env -a -f {secret} ||") and ".env.example" in command

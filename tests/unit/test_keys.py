@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
+import orjson
 import pytest
 
 from app import keys
@@ -82,7 +83,17 @@ def test_without_a_keys_file_the_ring_is_open_and_once_one_appears_it_enforces(t
     assert ring.find(secret) is not None and ring.enforcing
 
 
-@pytest.mark.parametrize("damage", ["garbage", "deleted", "empty"])
+HAND_EDITS = {
+    "not a list": lambda entry: {"keys": None},
+    "entry not an object": lambda entry: {"keys": [1]},
+    "name a number": lambda entry: {"keys": [{**entry, "name": 7}]},
+    "rate a string": lambda entry: {"keys": [{**entry, "rate": "5"}]},
+    "rate negative": lambda entry: {"keys": [{**entry, "rate": -1}]},
+    "unknown scope": lambda entry: {"keys": [{**entry, "scopes": ["root"]}]},
+}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "deleted", "empty", *HAND_EDITS])
 def test_a_damaged_or_deleted_keys_file_refuses_every_key_and_never_opens_the_api(tmp_path, monkeypatch, damage):
     monkeypatch.setattr(keys, "RELOAD_INTERVAL_SECONDS", 0.0)
     path = tmp_path / "keys.json"
@@ -92,7 +103,22 @@ def test_a_damaged_or_deleted_keys_file_refuses_every_key_and_never_opens_the_ap
         path.write_text("{not json")
     elif damage == "deleted":
         path.unlink()
-    else:
+    elif damage == "empty":
         path.write_text("")
+    else:
+        (entry,) = orjson.loads(path.read_bytes())["keys"]
+        path.write_bytes(orjson.dumps(HAND_EDITS[damage](entry)))
     assert ring.find(secret) is None
     assert ring.enforcing
+
+
+def test_a_keys_file_mended_after_damage_is_read_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(keys, "RELOAD_INTERVAL_SECONDS", 0.0)
+    path = tmp_path / "keys.json"
+    secret = add_key(path, "k", ["admin"])
+    good = path.read_bytes()
+    ring = KeyRing(path)
+    path.write_text("{not json")
+    assert ring.find(secret) is None
+    path.write_bytes(good)
+    assert ring.find(secret) is not None

@@ -217,6 +217,11 @@ def test_an_idempotency_key_maps_to_the_same_message_id_in_every_process():
     assert message_id_for("order-7") != message_id_for("order-8")
 
 
+def test_without_keys_an_idempotency_key_names_the_id_it_had_before_tenants_existed():
+    # So a retry across the upgrade lands on the id already written, and is written once.
+    assert scoped_key(OPEN, "order-7") == "order-7"
+
+
 def test_without_redis_a_keyed_request_is_still_published_with_the_keys_message_id(monkeypatch):
     from app.main import create_app
     from app.routers import ingest

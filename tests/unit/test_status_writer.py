@@ -33,6 +33,8 @@ def naive_apply(records):
     for message_id, fields, only_if_new in records:
         record = hashes.setdefault(message_id, {})
         values = {name: str(value) for name, value in fields.items()}
+        if "tenant" in values:  # first writer wins, always
+            record.setdefault("tenant", values.pop("tenant"))
         if only_if_new:
             state = values.pop("state")
             record.setdefault("state", state)
@@ -44,7 +46,7 @@ field_values = st.one_of(st.sampled_from(["queued", "running", "succeeded", "ret
 records = st.lists(
     st.tuples(
         st.sampled_from(["m-1", "m-2", "m-3"]),
-        st.dictionaries(st.sampled_from(["state", "attempts", "started_at", "result", "queue"]), field_values),
+        st.dictionaries(st.sampled_from(["state", "attempts", "started_at", "result", "queue", "tenant"]), field_values),
         st.booleans(),
     ).map(lambda r: (r[0], {**r[1], "state": r[1].get("state", "queued")} if r[2] else r[1], r[2])),
     max_size=12,
@@ -75,7 +77,7 @@ def test_a_worker_s_three_records_of_a_message_become_one_write():
     result = ("m-1", {"result": '{"rows_written": 3}'}, False)
     succeeded = ("m-1", {"state": "succeeded", "finished_at": 2}, False)
     assert _coalesce([running, result, succeeded]) == {
-        "m-1": (None, {"state": "succeeded", "attempts": 1, "started_at": 1,
+        "m-1": ({}, {"state": "succeeded", "attempts": 1, "started_at": 1,
                        "result": '{"rows_written": 3}', "finished_at": 2}),
     }
 
@@ -83,7 +85,20 @@ def test_a_worker_s_three_records_of_a_message_become_one_write():
 def test_queued_after_a_worker_s_state_in_the_same_batch_does_not_override_it():
     running = ("m-1", {"state": "running"}, False)
     queued = ("m-1", {"state": "queued", "enqueued_at": 5}, True)
-    assert _coalesce([running, queued]) == {"m-1": (None, {"state": "running", "enqueued_at": 5})}
+    assert _coalesce([running, queued]) == {"m-1": ({}, {"state": "running", "enqueued_at": 5})}
+
+
+def test_the_first_tenant_written_stays_so_a_later_copy_cannot_take_a_status_over(client):
+    writer = writer_flushed_by_the_test()
+    writer.record("m-1", {"state": "running", "tenant": "acme"})
+    writer.flush()
+    writer.record("m-1", {"state": "running", "tenant": "ops"})  # e.g. an admin re-uploading acme's rows
+    writer.flush()
+    key = status_key(writer.namespace, "m-1")
+    try:
+        assert client.hget(key, "tenant") == "acme"
+    finally:
+        client.delete(key)
 
 
 def test_enqueued_at_is_the_message_s_own_timestamp_so_never_after_a_worker_s_start(client):
