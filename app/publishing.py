@@ -21,11 +21,14 @@ from starlette.concurrency import run_in_threadpool
 from actors import status_writer
 from app.auth import Principal
 from app.metrics import PUBLISH_DURATION, PUBLISH_FAILURES
+from app.status_records import QueuedRecords
 from app.tenancy import message_options
 from logs import REQUEST_ID
 
 #: Seconds a client should wait before retrying a request refused with 503.
 RETRY_AFTER_SECONDS = 1
+#: `queued` records, written before the 2xx (read your writes).
+queued_records = QueuedRecords(status_writer)
 
 
 def broker_unavailable(reason: str) -> HTTPException:
@@ -71,7 +74,7 @@ async def publish(actor: Actor, *args: Any, sender: Principal, message_id: str |
         logger.warning("publish of {} to {} refused: {}", message.message_id, message.queue_name, reason)
         raise broker_unavailable(reason) from None
     PUBLISH_DURATION.labels(message.queue_name).observe(time.perf_counter() - started)
-    status_writer.queued([message])  # buffered: GET /api/{id} says `queued` from now on
+    await queued_records.record([message])  # before the answer: a GET right after it finds `queued`
     return message.message_id
 
 
@@ -176,5 +179,5 @@ async def _publish_chunk(broker, messages: list, confirm_timeout: float) -> list
         logger.warning("{} of {} messages to {} not confirmed: {}", len(messages) - len(confirmed), len(messages),
                        queue_name, examples)
     if confirmed:
-        status_writer.queued(confirmed)  # buffered: GET /api/{id} says `queued` from now on
+        await queued_records.record(confirmed)  # before the answer: a GET right after it finds `queued`
     return errors

@@ -45,7 +45,11 @@ class FakeBroker:
 @pytest.fixture()
 def queued(monkeypatch):
     recorded = []
-    monkeypatch.setattr(publishing.status_writer, "queued", lambda messages: recorded.extend(messages))
+
+    async def record(messages):
+        recorded.extend(messages)
+
+    monkeypatch.setattr(publishing.queued_records, "record", record)
     return recorded
 
 
