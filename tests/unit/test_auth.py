@@ -158,3 +158,18 @@ def test_an_open_api_refuses_a_request_that_reached_it_on_a_network_address(tmp_
     assert refused.value.status_code == 503 and "API_KEYS_FILE" in refused.value.detail
     behind_proxy = Authenticator(Settings(api_keys_file=tmp_path / "none.json", auth_by_proxy=True))
     assert behind_proxy.principal_for(None, ("192.0.2.7", 8000)) is auth.OPEN
+
+
+def test_an_authenticated_detection_is_still_answered_by_the_fast_path(keys, published, monkeypatch):
+    import app.fast_ingest
+
+    answered = []
+    original = app.fast_ingest._answer
+
+    async def spy(send, status, content, headers=None):
+        answered.append(status)
+        await original(send, status, content, headers)
+
+    monkeypatch.setattr(app.fast_ingest, "_answer", spy)
+    response = TestClient(create_app()).post("/api", json=SEED_EXAMPLE, headers=bearer(keys["ingest"]))
+    assert response.status_code == 202 and answered == [202]
