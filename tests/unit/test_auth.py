@@ -161,15 +161,8 @@ def test_an_open_api_refuses_a_request_that_reached_it_on_a_network_address(tmp_
 
 
 def test_an_authenticated_detection_is_still_answered_by_the_fast_path(keys, published, monkeypatch):
-    import app.fast_ingest
+    from tests.support.fast_path import spy_on_fast_answers
 
-    answered = []
-    original = app.fast_ingest._answer
-
-    async def spy(send, status, content, headers=None):
-        answered.append(status)
-        await original(send, status, content, headers)
-
-    monkeypatch.setattr(app.fast_ingest, "_answer", spy)
+    answered = spy_on_fast_answers(monkeypatch)
     response = TestClient(create_app()).post("/api", json=SEED_EXAMPLE, headers=bearer(keys["ingest"]))
     assert response.status_code == 202 and answered == [202]

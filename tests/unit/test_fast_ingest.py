@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import app.fast_ingest
 import app.routers.ingest
 from app.main import create_app
+from tests.support.fast_path import spy_on_fast_answers
 from tests.support.payloads import random_payload
 
 MESSAGE_ID = "id-1"
@@ -29,15 +30,7 @@ def monkeymodule():
 @pytest.fixture(scope="module")
 def fast_answers(monkeymodule):
     """Statuses the fast path answered itself (the rest went on to the FastAPI route)."""
-    answered = []
-    original = app.fast_ingest._answer
-
-    async def spy(send, status, content, headers=None):
-        answered.append(status)
-        await original(send, status, content, headers)
-
-    monkeymodule.setattr(app.fast_ingest, "_answer", spy)
-    return answered
+    return spy_on_fast_answers(monkeymodule)
 
 
 @pytest.fixture(scope="module")
