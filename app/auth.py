@@ -84,13 +84,18 @@ class Authenticator:
         self.limiter = RateLimiter(settings.redis_url, namespace_for(settings.rabbitmq_url), settings.api_workers)
         self.default_rate = settings.default_rate_per_key
         self.by_proxy = settings.auth_by_proxy
+        self.allowed_hosts = frozenset(settings.allowed_hosts.split())
 
-    def principal_for(self, authorization: str | None, server: tuple | None = None) -> Principal:
+    def principal_for(self, authorization: str | None, server: tuple | None = None,
+                      cross_site: bool = False) -> Principal:
         """The request's principal from its Authorization header; raises Unauthorized (401).
 
         `server` is the ASGI scope's: the address the request came in on. Without keys, a request
         that reached a non-loopback address is refused (503), whatever API_HOST says: the guard
-        of entrypoint_api.sh does not see a uvicorn started by hand.
+        of entrypoint_api.sh does not see a uvicorn started by hand. Without keys, a request a
+        browser sent from another site's page (`cross_site`) is refused (403): any page the
+        developer opens could otherwise post to their open local API. With keys that needs no
+        rule: a page cannot attach a key it does not have.
         """
         if self.by_proxy or not self.ring.enforcing:
             self.ring.refresh()  # a keys file created while running takes effect within seconds
@@ -100,6 +105,9 @@ class Authenticator:
                 if not _local_address(server):
                     raise HTTPException(503, "this API has no keys (API_KEYS_FILE does not exist), so it answers "
                                         "loopback only; create one with `python -m app.keys add NAME --scopes ...`")
+                if cross_site:
+                    raise HTTPException(403, "this API has no keys, so it refuses requests from other sites' pages; "
+                                        "create a key with `python -m app.keys add NAME --scopes ...`")
                 return OPEN
         if not authorization:
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>' (create one with "
@@ -134,10 +142,25 @@ def forbidden(principal: Principal, scope: str) -> HTTPException:
                               f"(it has: {', '.join(sorted(principal.scopes))})")
 
 
-async def check(authorization: str | None, scopes: list[str], server: tuple | None = None) -> Principal:
-    """401, 403 or 429 (raised), else who is asking: the one decision, for the routes and the fast path."""
+def is_cross_site(headers: list[tuple[bytes, bytes]], allowed_hosts: frozenset[str]) -> bool:
+    """Whether a browser says it sent this from another site's page (Fetch Metadata, else Origin)."""
+    for name, value in headers:
+        if name == b"sec-fetch-site":
+            return value not in (b"same-origin", b"none")
+        if name == b"origin":
+            host = value.split(b"//", 1)[-1].rsplit(b":", 1)[0].strip(b"[]").decode("latin-1")
+            return value != b"null" and host not in allowed_hosts and "*" not in allowed_hosts
+    return False
+
+
+async def check(authorization: str | None, scopes: list[str], server: tuple | None = None,
+                headers: list[tuple[bytes, bytes]] = ()) -> Principal:
+    """401, 403 or 429 (raised), else who is asking: the one decision, for the routes and the fast path.
+
+    `headers` (the ASGI scope's) only matter while the API has no keys: see `principal_for`."""
     authenticator = get_authenticator()
-    principal = authenticator.principal_for(authorization, server)
+    cross_site = not authenticator.ring.enforcing and is_cross_site(headers, authenticator.allowed_hosts)
+    principal = authenticator.principal_for(authorization, server, cross_site)
     API_KEY.set(principal.key or None)  # the request's log lines (its access line too) name the key
     for scope in scopes:
         if not principal.has(scope):
@@ -159,7 +182,8 @@ async def authorize(
     principal = request.scope.get(CHECKED)
     if principal is not None and all(principal.has(scope) for scope in security_scopes.scopes):
         return principal  # checked (and counted against its rate) before the body was read
-    principal = await check(request.headers.get("authorization"), security_scopes.scopes, request.scope.get("server"))
+    principal = await check(request.headers.get("authorization"), security_scopes.scopes, request.scope.get("server"),
+                            request.scope["headers"])
     request.scope[CHECKED] = principal
     return principal
 
@@ -237,7 +261,7 @@ class AuthorizedRoute(APIRoute):
             principal = request.scope.get(CHECKED)  # set by the fast path when it hands over
             if principal is None or not all(principal.has(scope) for scope in scopes):
                 request.scope[CHECKED] = await check(request.headers.get("authorization"), scopes,
-                                                     request.scope.get("server"))
+                                                     request.scope.get("server"), request.scope["headers"])
             return await handler(request)
 
         return authenticated

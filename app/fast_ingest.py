@@ -68,7 +68,7 @@ class FastIngest:
             await self.app(scope, receive, send)
             return
         try:
-            principal = await check(authorization.decode("latin-1"), ["ingest"], scope.get("server"))
+            principal = await check(authorization.decode("latin-1"), ["ingest"], scope.get("server"), scope["headers"])
         except HTTPException:  # 401, 403, 429: the route words it (and counts nothing twice)
             await self.app(scope, receive, send)
             return

@@ -166,3 +166,20 @@ def test_an_authenticated_detection_is_still_answered_by_the_fast_path(keys, pub
     answered = spy_on_fast_answers(monkeypatch)
     response = TestClient(create_app()).post("/api", json=SEED_EXAMPLE, headers=bearer(keys["ingest"]))
     assert response.status_code == 202 and answered == [202]
+
+
+@pytest.mark.parametrize(("headers", "refused"), [
+    ({"Sec-Fetch-Site": "cross-site"}, True),
+    ({"Sec-Fetch-Site": "same-site"}, True),
+    ({"Origin": "http://evil.example"}, True),
+    ({"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:8000"}, False),
+    ({"Origin": "http://localhost:8000"}, False),
+    ({}, False),  # curl, scripts
+])
+@pytest.mark.parametrize("fast", [True, False], ids=["fast path", "route"])
+def test_an_open_api_refuses_what_another_sites_page_sends_it(published, headers, refused, fast):
+    client = TestClient(create_app(fast_ingest=fast))
+    response = client.post("/api", json=SEED_EXAMPLE, headers=headers)
+    assert response.status_code == (403 if refused else 202), response.text
+    upload = client.post("/file/upload", files={"file": ("a.ndjson", b"")}, headers=headers)
+    assert (upload.status_code == 403) == refused
