@@ -169,7 +169,8 @@ def test_two_api_processes_together_hold_a_key_to_its_rate_with_429_and_retry_af
         probe = f"/api/{uuid.uuid4()}"  # 404 once admitted: cheap, and writes nothing
         wait_for(lambda: all(httpx.get(f"{api}{probe}", headers=headers).status_code in (404, 429) for api in apis),
                  timeout=5, what="both APIs to know the key")
-        time.sleep(1.1)  # a fresh window: the probes above spent tokens of the last one
+        probed_in = int(time.time())  # the probes above spent tokens of this window: start in the next
+        wait_for(lambda: int(time.time()) > probed_in, timeout=2, interval=0.01, what="the next one-second window")
         answers, seconds = [], set()
         with httpx.Client(timeout=10) as client:
             for index in range(40):
