@@ -112,7 +112,8 @@ class StatusWriter:
     def queued(self, messages: Iterable[Message]) -> None:
         """The `queued` records of messages RabbitMQ has confirmed (app.status_records writes them first)."""
         for message in messages:
-            self.record(*queued_record(message)[:2], only_if_new=True)
+            message_id, fields, only_if_new = queued_record(message)
+            self.record(message_id, fields, only_if_new=only_if_new)
 
     def _ensure_flusher(self) -> None:
         if self._owner_pid == os.getpid():

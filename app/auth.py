@@ -6,7 +6,7 @@ puts that requirement and the bearer scheme into the OpenAPI schema, so
 `/docs` has an Authorize button that works. The answer is a `Principal`: the
 key's name, tenant, scopes and client ids, which app.tenancy uses to decide
 what the request may touch. The fast path of POST /api (app.fast_ingest)
-calls `principal_for` and `admit` directly, the same checks without FastAPI.
+calls `check` directly: the same decision without FastAPI.
 
 Without a keys file (API_KEYS_FILE) the API is open: every request is the
 OPEN principal, with every scope. That is only allowed on a loopback address
@@ -17,10 +17,9 @@ authenticating proxy of the operator's own (AUTH_BY_PROXY).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-
-from collections.abc import Callable
 
 from fastapi import Depends, HTTPException, Request, Response, Security
 from fastapi.dependencies.models import Dependant
@@ -173,19 +172,24 @@ async def check(authorization: str | None, scopes: list[str], server: tuple | No
 CHECKED = "auth.principal"
 
 
+async def _checked(request: Request, scopes: list[str]) -> Principal:
+    """The principal checked earlier for this request (by the route class, or the fast path before
+    it handed over), if it has the scopes: checked, and counted against its rate, once; else `check`."""
+    principal = request.scope.get(CHECKED)
+    if principal is None or not all(principal.has(scope) for scope in scopes):
+        principal = await check(request.headers.get("authorization"), scopes, request.scope.get("server"),
+                                request.scope["headers"])
+        request.scope[CHECKED] = principal
+    return principal
+
+
 async def authorize(
     security_scopes: SecurityScopes,
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 ) -> Principal:
     """The dependency every guarded route declares, through `requires(scope)`."""
-    principal = request.scope.get(CHECKED)
-    if principal is not None and all(principal.has(scope) for scope in security_scopes.scopes):
-        return principal  # checked (and counted against its rate) before the body was read
-    principal = await check(request.headers.get("authorization"), security_scopes.scopes, request.scope.get("server"),
-                            request.scope["headers"])
-    request.scope[CHECKED] = principal
-    return principal
+    return await _checked(request, security_scopes.scopes)
 
 
 def requires(scope: str):
@@ -258,32 +262,28 @@ class AuthorizedRoute(APIRoute):
             return handler
 
         async def authenticated(request: Request) -> Response:
-            principal = request.scope.get(CHECKED)  # set by the fast path when it hands over
-            if principal is None or not all(principal.has(scope) for scope in scopes):
-                request.scope[CHECKED] = await check(request.headers.get("authorization"), scopes,
-                                                     request.scope.get("server"), request.scope["headers"])
+            await _checked(request, scopes)
             return await handler(request)
 
         return authenticated
 
 
-def _local_address(server: tuple | None) -> bool:
-    """A loopback IP, a Unix socket (None), or a name only an in-process test client gives."""
-    if server is None:
-        return True
+def _loopback_ip(text: str) -> bool | None:
+    """Whether `text` is a loopback IP address; None when it is no IP address at all."""
     try:
-        return ipaddress.ip_address(str(server[0]).strip("[]")).is_loopback
+        return ipaddress.ip_address(text.strip("[]")).is_loopback
     except ValueError:
-        return True  # uvicorn always reports an IP; "testserver" is Starlette's TestClient
+        return None
+
+
+def _local_address(server: tuple | None) -> bool:
+    """A loopback IP, a Unix socket (None), or a name only an in-process test client gives
+    (uvicorn always reports an IP; "testserver" is Starlette's TestClient)."""
+    return server is None or _loopback_ip(str(server[0])) is not False
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return host == "localhost" or _loopback_ip(host) is True
 
 
 def serving_problem(settings: Settings) -> str | None:

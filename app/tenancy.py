@@ -35,11 +35,6 @@ def id_scope(principal: Principal) -> str:
     return scope_name(_deployment(), principal.tenant) if principal.key else ""
 
 
-def scoped(principal: Principal, name: str) -> str:
-    """`name` in the principal's id scope."""
-    return in_scope(id_scope(principal), name)
-
-
 def in_scope(scope: str, name: str) -> str:
     return f"{scope} {name}" if scope else name
 
@@ -51,7 +46,8 @@ def scope_name(deployment: str, tenant: str) -> str:
 
 
 def scoped_key(principal: Principal, idempotency_key: str) -> str:
-    return scoped(principal, idempotency_key)
+    """An Idempotency-Key in the principal's id scope."""
+    return in_scope(id_scope(principal), idempotency_key)
 
 
 def file_row_id(principal: Principal, message_id: str) -> str:
