@@ -34,7 +34,7 @@ API_KEY: ContextVar[str | None] = ContextVar("key", default=None)
 #: Lines at this level or above are written at once, not with the next batch.
 _URGENT_LEVEL = logging.WARNING
 
-#: `{extra[line]}`, not `{message}`: the message with control characters escaped (`_add_context`).
+#: `{extra[line]}`, not `{message}`: the message with control characters escaped (`_text_format`).
 _TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[logger]} | {extra[line]}"
 
 
@@ -60,7 +60,6 @@ def log_context(*, request_id: str | None = None, message_id: str | None = None)
 def _add_context(record: dict[str, Any]) -> None:
     extra = record["extra"]
     extra.setdefault("logger", record["name"])
-    extra["line"] = escape_controls(record["message"])
     request_id, message_id, key = REQUEST_ID.get(), MESSAGE_ID.get(), API_KEY.get()
     if request_id is not None:
         extra.setdefault("request_id", request_id)
@@ -71,18 +70,19 @@ def _add_context(record: dict[str, Any]) -> None:
 
 
 def _text_format(record: dict[str, Any]) -> str:
+    # Here, not in the patcher every sink runs: JSON escapes control characters itself.
+    record["extra"]["line"] = escape_controls(record["message"])
     ids = "".join(f" {name}={{extra[{name}]}}" for name in ("request_id", "message_id", "key") if name in record["extra"])
     suffix = f" |{ids}" if ids else ""
     return _TEXT_FORMAT + suffix + "\n{exception}"
 
 
 def _json_line(record: dict[str, Any]) -> bytes:
-    extra = {name: value for name, value in record["extra"].items() if name != "line"}
     line: dict[str, Any] = {
         "time": record["time"].isoformat(),
         "level": record["level"].name,
         "message": record["message"],  # JSON escapes control characters itself
-        **extra,
+        **record["extra"],
         "process": record["process"].id,
         "thread": record["thread"].name,
     }
