@@ -136,6 +136,11 @@ class Settings(BaseSettings):
         "", description="S3 endpoint for S3-compatible stores (MinIO, moto); empty for AWS."
     )
     dataset_dir: Path = Field(Path("data/datasets"), description="CSV datasets training may read.")
+    install_samples: bool = Field(
+        True,
+        description="The model workers add the sample dataset `churn.csv` and model `iris-sample` when they "
+        "are missing, so every example in /docs works on a fresh stack.",
+    )
     train_time_limit_seconds: int = Field(900, ge=1, description="Longest a training may run.")
     max_predict_inputs: int = Field(1000, ge=1, description="Most inputs per POST /tasks/predict.")
 

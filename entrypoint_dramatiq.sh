@@ -38,6 +38,12 @@ forward() {
 }
 trap forward TERM INT
 
+# The samples every example in /docs names (pipeline/samples.py); a store that is down must not
+# keep the workers from starting.
+if [ "$role" = ml ]; then  # INSTALL_SAMPLES=false: it does nothing
+  "$PYTHON" -m pipeline.samples || echo "entrypoint_dramatiq: samples not installed (see above); going on" >&2
+fi
+
 # Metrics files of an earlier run would be summed into this run's metrics.
 rm -rf "$PROMETHEUS_DB" && mkdir -p "$PROMETHEUS_DB"
 while :; do

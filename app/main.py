@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None, *, fast_ingest: bool = True) ->
         title="Detections ingest",
         summary="POST detections; Dramatiq workers on RabbitMQ append one CSV row per pred, exactly once.",
         version="0.1.0",
+        # operationId = the route function's name: readable in generated clients, and what links name.
+        generate_unique_id_function=lambda route: route.name,
         # Prometheus is the metrics path here; FastAPI's OpenTelemetry support is opt-in (OPENTELEMETRY).
         telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )

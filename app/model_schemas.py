@@ -46,7 +46,7 @@ class PredictRequest(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "model_id": "2b0f6a4e-6c1e-4f0e-9d7e-5b1f3c2a9e10",
+                    "model_id": "iris-sample",  # installed by the model workers (pipeline/samples.py)
                     "inputs": [
                         {"sepal length (cm)": 5.1, "sepal width (cm)": 3.5,
                          "petal length (cm)": 1.4, "petal width (cm)": 0.2},
@@ -56,7 +56,10 @@ class PredictRequest(BaseModel):
         },
     )
 
-    model_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$", description="From the training's result or GET /models.")
+    model_id: str = Field(
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="From the training's result or GET /models; a fresh stack has `iris-sample`.",
+    )
     inputs: list[dict[str, FeatureValue]] = Field(
         min_length=1, max_length=_settings.max_predict_inputs,
         description="One object per row, with exactly the model's features (see GET /models).",

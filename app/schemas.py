@@ -7,6 +7,7 @@ rejected rather than dropped, so a client's typo never loses data silently.
 from __future__ import annotations
 
 import binascii
+import re
 import string
 from datetime import datetime
 from typing import Annotated, Literal
@@ -49,6 +50,22 @@ def integral_float_to_int(value: object) -> object:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def decimal_digits(value: object) -> object:
+    """A query parameter's text as JSON Schema's integer: int() alone also takes " 9", "9\\t", "+9" and "9_0".
+
+    Use it as `Annotated[int, Query(...), DIGITS_ONLY]`, in that order: with `= Query(...)` as the
+    default FastAPI drops the validator, and with the validator first the schema shows `ge`/`le`
+    instead of `minimum`/`maximum`.
+    """
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number in decimal digits, e.g. 100")
+    return value
+
+
+#: For an integer query parameter: written in digits and nothing else.
+DIGITS_ONLY = BeforeValidator(decimal_digits)
 
 
 SEED_EXAMPLE = {
@@ -114,6 +131,16 @@ class Detection(BaseModel):
     )
 
 
+_ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt _]")
+
+
+def iso_8601_text(value: object) -> object:
+    """pydantic would also read a number, or a string of digits, as Unix time; the contract is ISO 8601 text."""
+    if not isinstance(value, str) or not _ISO_DATE_START.match(value):
+        raise ValueError("created_at must be ISO 8601 text with a date and a time, e.g. 2023-02-13T10:49:06+01:00")
+    return value
+
+
 class IngestPayload(BaseModel):
     """One detection report from a device."""
 
@@ -121,7 +148,7 @@ class IngestPayload(BaseModel):
 
     device_id: Identifier
     client_id: Identifier
-    created_at: datetime = Field(
+    created_at: Annotated[datetime, BeforeValidator(iso_8601_text)] = Field(
         description="ISO 8601, with or without zone; `2023-02-13 10:49:06.613585` works too. "
         "Stored in ISO 8601 form, zone kept as sent."
     )

@@ -18,6 +18,7 @@ from app.bulk_schemas import BATCH_REQUEST_EXAMPLES, NDJSON_REQUEST_EXAMPLE, Bat
 from app.errors import KEY_REUSED_RESPONSE, RETRY_AFTER_HEADER, validation_response
 from app.idempotency import KEY_PATTERN, Accepted, IdempotencyStore, get_idempotency_store
 from app.json_route import OrjsonRoute
+from app.links import FIRST_ITEM_STATUS
 from app.schemas import ErrorResponse
 from app.tenancy import scoped_key
 from config import get_settings
@@ -113,6 +114,7 @@ _settings = get_settings()
     ),
     response_description="One answer per item, in order, and the counts.",
     responses={
+        200: {"links": FIRST_ITEM_STATUS},
         **validation_response(
             "body", "the body must be a JSON array of POST /api bodies (got an object)", "list_type"
         ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from dramatiq.errors import BrokerError
 from fastapi import APIRouter, Depends, Query
@@ -16,8 +16,9 @@ from app.auth import requires
 from app.json_route import OrjsonRoute
 from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
 from app.limits import require_json
+from app.links import REPLAY_QUEUE
 from app.publishing import broker_unavailable
-from app.schemas import SEED_EXAMPLE, IngestPayload, JsonInt
+from app.schemas import DIGITS_ONLY, SEED_EXAMPLE, IngestPayload, JsonInt
 from config import get_settings
 
 # Dead letters hold every tenant's payloads, and replay re-sends them: admin only.
@@ -107,13 +108,14 @@ def get_office() -> DeadLetterOffice:
     summary="Messages given up on after their retries, with the reason",
     description="Peeks without consuming: listing leaves the messages in the dead-letter queue.",
     responses={
+        200: {"links": REPLAY_QUEUE},
         **validation_response("limit", "Input should be greater than or equal to 1", "greater_than_equal"),
         **UNAVAILABLE_RESPONSE,
     },
 )
 async def list_dead_letters(
     queue: QueueName = "ingest",
-    limit: int = Query(100, ge=1, le=1000, description="List at most this many."),
+    limit: Annotated[int, Query(ge=1, le=1000, description="List at most this many."), DIGITS_ONLY] = 100,
     office: DeadLetterOffice = Depends(get_office),
 ) -> DeadLetterList:
     try:

@@ -12,6 +12,7 @@ from app.json_route import OrjsonRoute
 from app.errors import JSON_BODY_RESPONSES, KEY_REUSED_RESPONSE, UNAVAILABLE_RESPONSE, VALIDATION_RESPONSE
 from app.idempotency import KEY_PATTERN, Accepted, IdempotencyStore, fingerprint, get_idempotency_store, message_id_for
 from app.limits import require_json
+from app.links import DETECTION_STATUS
 from app.publishing import publish
 from app.tenancy import require_client, scoped_key
 from app.schemas import SEED_EXAMPLE, SEVERAL_PREDS_EXAMPLE, IngestAccepted, IngestPayload
@@ -45,8 +46,10 @@ INGEST_EXAMPLES = {
     response_description="Enqueued; `message_id` is the Dramatiq message id the rows will carry.",
     dependencies=[Depends(require_json)],
     responses={
+        202: {"links": DETECTION_STATUS},
         200: {
             "model": IngestAccepted,
+            "links": DETECTION_STATUS,
             "description": "A retry of an accepted Idempotency-Key; nothing enqueued.",
             "content": {
                 "application/json": {

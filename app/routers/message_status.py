@@ -16,6 +16,7 @@ from actors.stats import redis_client
 from app.errors import ErrorResponse, validation_response
 from app.auth import Principal, requires
 from app.json_route import OrjsonRoute
+from app.links import PREDICT_WITH_RESULT
 from app.tenancy import sees
 from config import get_settings
 
@@ -92,6 +93,25 @@ NOT_FOUND = {
 }
 
 
+#: GET /tasks/{id} for a training that succeeded: its result names the model to predict with.
+TRAINING_SUCCEEDED = {
+    "message_id": "2b0f6a4e-6c1e-4f0e-9d7e-5b1f3c2a9e10",
+    "state": "succeeded",
+    "queue": "training",
+    "actor": "train_model",
+    "attempts": 1,
+    "progress": {"step": "storing"},
+    "result": {
+        "model_id": "2b0f6a4e-6c1e-4f0e-9d7e-5b1f3c2a9e10",
+        "artifact_uri": "file:///srv/data/models/2b0f6a4e-6c1e-4f0e-9d7e-5b1f3c2a9e10/model.joblib",
+        "metrics": {"model": "logistic_regression", "dataset": "iris", "accuracy": 0.973684},
+    },
+    "enqueued_at": 1764094800123,
+    "started_at": 1764094800131,
+    "finished_at": 1764094801412,
+}
+
+
 @lru_cache
 def _client() -> redis.Redis:
     return redis_client(get_settings().redis_url, timeout=1)
@@ -129,7 +149,11 @@ async def detection_status(message_id: str = MessageId, principal: Principal = r
     response_model_exclude_none=True,
     tags=["tasks"],
     summary="Where a task is, with its progress and, once done, its result",
-    responses={**BAD_ID, **NOT_FOUND},
+    responses={
+        200: {"links": PREDICT_WITH_RESULT, "content": {"application/json": {"example": TRAINING_SUCCEEDED}}},
+        **BAD_ID,
+        **NOT_FOUND,
+    },
 )
 async def task_status(message_id: str = MessageId, principal: Principal = requires("read")) -> MessageStatus:
     return await _lookup(message_id, lambda queue: queue is not None and queue != INGEST_QUEUE, principal)

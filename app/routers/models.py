@@ -12,6 +12,7 @@ from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_res
 from app.auth import Principal, requires
 from app.json_route import OrjsonRoute
 from app.limits import require_json
+from app.links import PREDICT_WITH_LISTED, TASK_STATUS
 from app.model_schemas import ModelList, PredictRequest, TaskSubmitted, TrainRequest
 from app.publishing import publish
 from config import get_settings
@@ -53,6 +54,7 @@ def _check_prediction(request: PredictRequest) -> None:
     "`metrics.json` under the message id in MODEL_STORE_URL.",
     dependencies=[Depends(require_json)],
     responses={
+        202: {"links": TASK_STATUS},
         **validation_response(
             "params", "The 'C' parameter of LogisticRegression must be a float in the range (0.0, inf]. "
             "Got -1 instead.", "invalid_training_request"),
@@ -100,6 +102,6 @@ async def submit_prediction(request: PredictRequest, principal: Principal = requ
 
 
 @router.get("/models", response_model=ModelList, summary="Stored models with their metrics, oldest first",
-            dependencies=[requires("read")])
+            dependencies=[requires("read")], responses={200: {"links": PREDICT_WITH_LISTED}})
 async def list_models() -> ModelList:
     return ModelList(models=await run_in_threadpool(get_store().list))

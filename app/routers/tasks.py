@@ -9,6 +9,7 @@ from app.auth import Principal, requires
 from app.json_route import OrjsonRoute
 from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
 from app.limits import require_json
+from app.links import TASK_STATUS
 from app.publishing import publish
 from app.schemas import CountdownRequest, CountdownSubmitted
 
@@ -24,6 +25,7 @@ router = APIRouter(tags=["tasks"], route_class=OrjsonRoute)
     response_description="Enqueued; RabbitMQ has confirmed the message.",
     dependencies=[Depends(require_json)],
     responses={
+        202: {"links": TASK_STATUS},
         **validation_response("seconds", "Input should be greater than or equal to 0", "greater_than_equal"),
         **JSON_BODY_RESPONSES,
         **UNAVAILABLE_RESPONSE,

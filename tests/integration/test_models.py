@@ -124,6 +124,21 @@ def test_a_csv_dataset_in_dataset_dir_trains_and_a_wrong_target_fails_with_the_r
     assert bad in {letter["message_id"] for letter in letters["messages"]}, "an operator can see and replay it"
 
 
+def test_a_fresh_stack_has_the_samples_and_every_model_example_of_the_schema_succeeds(ml_stack):
+    """What a user tries first: the examples in /docs, before they have a dataset or a model."""
+    from app.main import app
+
+    paths = app.openapi()["paths"]
+    listed = {model["model_id"] for model in ml_stack.http.get("/models", timeout=10).json()["models"]}
+    assert "iris-sample" in listed
+    for path in ("/tasks/train", "/tasks/predict"):
+        media = paths[path]["post"]["requestBody"]["content"]["application/json"]
+        schema = app.openapi()["components"]["schemas"][media["schema"]["$ref"].rsplit("/", 1)[1]]
+        for example in schema["examples"]:
+            status = finished(ml_stack, submit(ml_stack, path, example))
+            assert status["state"] == "succeeded", (path, example, status)
+
+
 def test_bad_requests_are_refused_before_anything_is_enqueued(ml_stack):
     model_id = submit(ml_stack, "/tasks/train", {"model": "logistic_regression", "dataset": "iris"})
     assert finished(ml_stack, model_id)["state"] == "succeeded"
@@ -182,7 +197,10 @@ def test_an_s3_model_store_holds_the_artifacts(tmp_path, moto_s3, monkeypatch):
         assert status["state"] == "succeeded", status
         assert status["result"]["artifact_uri"] == f"s3://models/team-a/{model_id}/model.joblib"
         keys = {item["Key"] for item in s3.list_objects_v2(Bucket="models")["Contents"]}
-        assert keys == {f"team-a/{model_id}/model.joblib", f"team-a/{model_id}/metrics.json"}
-        assert [m["model_id"] for m in stack.http.get("/models", timeout=10).json()["models"]] == [model_id]
+        # The sample model the model workers installed at start, then this one.
+        assert keys == {f"team-a/{name}/{part}" for name in ("iris-sample", model_id)
+                        for part in ("model.joblib", "metrics.json")}
+        models = stack.http.get("/models", timeout=10).json()["models"]
+        assert [m["model_id"] for m in models] == ["iris-sample", model_id]
         prediction = finished(stack, submit(stack, "/tasks/predict", {"model_id": model_id, "inputs": [IRIS_ROW]}))
         assert prediction["state"] == "succeeded" and prediction["result"]["predictions"] == [0]

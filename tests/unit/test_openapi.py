@@ -159,6 +159,24 @@ def test_publishing_operations_document_503_with_retry_after(path, method, opera
         assert "Retry-After" in responses["503"].get("headers", {}), f"{label(path, method)} 503: Retry-After"
 
 
+def _keys(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from _keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _keys(value)
+
+
+@pytest.mark.parametrize(("path", "method", "operation"), OPERATIONS)
+def test_every_bound_is_written_as_json_schema_spells_it(path, method, operation):
+    """pydantic's own `ge`/`le` leak into the schema when a validator comes before `Query(...)`; clients
+    and fuzzers read only `minimum`/`maximum`, so the bound would be invisible to them."""
+    leaked = {"ge", "le", "gt", "lt"} & set(_keys(operation.get("parameters", [])))
+    assert not leaked, f"{label(path, method)}: {leaked} (put Query(...) before the validator)"
+
+
 @pytest.mark.parametrize(("path", "method", "operation"), OPERATIONS)
 def test_every_example_fits_its_schema(path, method, operation):
     where = label(path, method)
@@ -189,6 +207,69 @@ def test_every_example_fits_its_schema(path, method, operation):
         for name, header in response.get("headers", {}).items():
             if "example" in header:
                 assert not schema_errors(header["schema"], header["example"]), f"{where} {code} header {name}"
+
+
+# -- links: how the answers chain ------------------------------------------------------------
+
+OPERATION_IDS = {operation["operationId"]: operation for item in SCHEMA["paths"].values() for operation in item.values()}
+LINKS = [
+    pytest.param(operation, code, link, id=f"{label(path, method)} {code} -> {name}")
+    for path, item in SCHEMA["paths"].items()
+    for method, operation in item.items()
+    for code, response in operation["responses"].items()
+    for name, link in response.get("links", {}).items()
+]
+
+
+def body_pointer(expression: str) -> list[str]:
+    prefix = "$response.body#/"
+    assert expression.startswith(prefix), f"{expression}: links here take values from the answer's body"
+    return expression[len(prefix):].split("/")
+
+
+def follow(document, pointer: list[str]):
+    for part in pointer:
+        document = document[int(part)] if isinstance(document, list) else document[part]
+    return document
+
+
+def link_expressions(link: dict) -> list[tuple[str, str]]:
+    """(what it sets, the expression) for each parameter and body field of a link."""
+    found = list(link.get("parameters", {}).items())
+    return found + list(link.get("requestBody", {}).items())
+
+
+def test_the_answers_that_name_a_new_message_link_to_its_status():
+    linked = {(path, method) for path, item in SCHEMA["paths"].items() for method, operation in item.items()
+              if any(response.get("links") for response in operation["responses"].values())}
+    assert {("/api", "post"), ("/api/batch", "post"), ("/tasks", "post"), ("/tasks/train", "post"),
+            ("/tasks/{message_id}", "get"), ("/dead-letters", "get"), ("/models", "get")} <= linked
+
+
+@pytest.mark.parametrize(("operation", "code", "link"), LINKS)
+def test_every_link_targets_an_operation_and_sets_what_it_takes(operation, code, link):
+    target = OPERATION_IDS.get(link["operationId"])
+    assert target is not None, f"no operation {link['operationId']!r}"
+    names = {parameter["name"] for parameter in target.get("parameters", [])}
+    assert set(link.get("parameters", {})) <= names, (link["operationId"], names)
+    if "requestBody" in link:
+        fields = resolve(json_body(target)["schema"])["properties"]
+        assert set(link["requestBody"]) <= set(fields), (link["operationId"], set(fields))
+
+
+@pytest.mark.parametrize(("operation", "code", "link"), LINKS)
+def test_every_link_finds_its_values_in_the_documented_answer(operation, code, link):
+    examples = examples_of(json_media(operation["responses"][code]["content"]))
+    assert examples, "an answer with links needs an example to check them against"
+    for sets, expression in link_expressions(link):
+        assert any(_finds(example, body_pointer(expression)) for example in examples), (sets, expression)
+
+
+def _finds(example, pointer: list[str]) -> bool:
+    try:
+        return follow(example, pointer) is not None
+    except (KeyError, IndexError, ValueError):
+        return False
 
 
 # -- POST /api, as the issue asks -----------------------------------------------------------
@@ -285,6 +366,14 @@ def test_the_422_examples_are_real_answers(client, method, path, url, request_op
     response = client.request(method.upper(), url, **request_options)
     assert response.status_code == 422
     assert response.json() == documented(path, method, 422)
+
+
+@pytest.mark.parametrize("limit", ["9\t", " 9", "+9", "9_0", "\u0669"])
+def test_an_integer_query_parameter_is_digits_and_nothing_else(client, limit):
+    """The schema says integer; int() alone would read each of these as a number (schemathesis found `9\\t`)."""
+    response = client.get("/dead-letters", params={"limit": limit})
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["detail"]] == ["limit"]
 
 
 @pytest.mark.parametrize(("path", "method", "operation"), OPERATIONS)

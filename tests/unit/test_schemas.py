@@ -83,6 +83,9 @@ BAD_FIELDS = [
     ("device_id", "x" * (get_settings().max_id_length + 1), "device_id"),
     ("client_id", None, "client_id"),
     ("created_at", "yesterday", "created_at"),
+    ("created_at", 0, "created_at"),  # pydantic alone reads numbers, and digit strings, as Unix time
+    ("created_at", "1676285346", "created_at"),
+    ("created_at", "2023-02-13", "created_at"),
     ("data.license_id", _DELETE, "data.license_id"),
     ("data.preds", [], "data.preds"),
     ("data.preds", [SEED_EXAMPLE["data"]["preds"][0]] * (get_settings().max_preds + 1), "data.preds"),
