@@ -102,8 +102,7 @@ class Authenticator:
                 return OPEN
             if not self.ring.enforcing:
                 if not _local_address(server):
-                    raise HTTPException(503, "this API has no keys (API_KEYS_FILE does not exist), so it answers "
-                                        "loopback only; create one with `python -m app.keys add NAME --scopes ...`")
+                    raise HTTPException(503, NO_KEYS_OFF_LOOPBACK, headers={"Retry-After": "5"})
                 if cross_site:
                     raise HTTPException(403, "this API has no keys, so it refuses requests from other sites' pages; "
                                         "create a key with `python -m app.keys add NAME --scopes ...`")
@@ -209,6 +208,13 @@ def _required_scopes(dependant: Dependant) -> list[str] | None:
     return scopes
 
 
+NO_KEYS_OFF_LOOPBACK = ("this API has no keys (API_KEYS_FILE does not exist), so it answers loopback only; "
+                        "create one with `python -m app.keys add NAME --scopes ...`")
+_NO_KEYS_WHY = "The API has no keys file and this is not a loopback address (create a key; it counts within a second)."
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
+                                "schema": {"type": "integer"}, "example": 1}}
+
+
 def _error_doc(description: str, detail: str, headers: dict | None = None) -> dict:
     return {
         "description": description,
@@ -219,7 +225,7 @@ def _error_doc(description: str, detail: str, headers: dict | None = None) -> di
 
 
 def auth_responses(scopes: list[str]) -> dict[int, dict]:
-    """What every guarded route may answer before its own work: 401, 403, 429."""
+    """What every guarded route may answer before its own work: 401, 403, 429, and 503 (no keys, not loopback)."""
     scope = scopes[0] if scopes else "admin"
     return {
         401: _error_doc(
@@ -233,9 +239,9 @@ def auth_responses(scopes: list[str]) -> dict[int, dict]:
         429: _error_doc(
             "The key is over its requests per second (its --rate, or DEFAULT_RATE_PER_KEY).",
             "key 'acme-cameras' is over its rate of 50 requests per second; retry after Retry-After seconds",
-            {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
-                             "schema": {"type": "integer"}, "example": 1}},
+            _RETRY_AFTER,
         ),
+        503: _error_doc(_NO_KEYS_WHY, NO_KEYS_OFF_LOOPBACK, _RETRY_AFTER),
     }
 
 
@@ -253,7 +259,10 @@ class AuthorizedRoute(APIRoute):
         super().__init__(*args, **kwargs)
         scopes = _required_scopes(self.dependant)
         for status, documented in (auth_responses(scopes) if scopes is not None else {}).items():
-            self.responses.setdefault(status, documented)
+            own = self.responses.setdefault(status, documented)
+            if own is not documented and status == 503:  # the route's own 503 (RabbitMQ, Redis), and this one
+                also = f"Or: {_NO_KEYS_WHY[0].lower()}{_NO_KEYS_WHY[1:]}"
+                self.responses[status] = {**own, "description": f"{own.get('description', '')} {also}"}
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -24,6 +25,21 @@ METRICS = "metrics.json"
 
 class ModelNotFound(LookupError):
     pass
+
+
+class StoreUnavailable(RuntimeError):
+    """The store could not be read (a disk error, S3 unreachable or refusing): worth retrying, unlike
+    ModelNotFound. The API answers it with 503, the prediction worker retries the message."""
+
+
+@contextmanager
+def _reading(what: str, *errors: type[BaseException]):
+    try:
+        yield
+    except ModelNotFound:
+        raise
+    except errors as error:
+        raise StoreUnavailable(f"model store unavailable while reading {what}: {type(error).__name__}") from error
 
 
 class ModelStore(Protocol):
@@ -50,20 +66,23 @@ class LocalModelStore:
 
     def artifact(self, model_id: str) -> bytes:
         self.metrics(model_id)  # whole models only
-        return (self.root / model_id / ARTIFACT).read_bytes()
+        with _reading(model_id, OSError):
+            return (self.root / model_id / ARTIFACT).read_bytes()
 
     def metrics(self, model_id: str) -> dict[str, Any]:
-        try:
-            return orjson.loads((self.root / model_id / METRICS).read_bytes())
-        except FileNotFoundError:
-            raise ModelNotFound(model_id) from None
+        with _reading(model_id, OSError):
+            try:
+                return orjson.loads((self.root / model_id / METRICS).read_bytes())
+            except (FileNotFoundError, NotADirectoryError):
+                raise ModelNotFound(model_id) from None
 
     def list(self) -> list[dict[str, Any]]:
-        if not self.root.is_dir():
-            return []
-        found = []
-        for metrics_file in self.root.glob(f"*/{METRICS}"):
-            found.append(orjson.loads(metrics_file.read_bytes()))
+        with _reading("the model list", OSError):
+            if not self.root.is_dir():
+                return []
+            found = []
+            for metrics_file in self.root.glob(f"*/{METRICS}"):
+                found.append(orjson.loads(metrics_file.read_bytes()))
         return sorted(found, key=lambda model: model.get("created_at", 0))
 
 
@@ -86,7 +105,9 @@ class S3ModelStore:
 
     def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None):
         import boto3  # only where S3 is configured
+        from botocore.exceptions import BotoCoreError, ClientError
 
+        self._errors = (BotoCoreError, ClientError, OSError)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
@@ -106,10 +127,11 @@ class S3ModelStore:
         return self.uri(model_id)
 
     def _get(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except self.client.exceptions.NoSuchKey:
-            raise ModelNotFound(key) from None
+        with _reading(key, *self._errors):
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except self.client.exceptions.NoSuchKey:
+                raise ModelNotFound(key) from None
 
     def artifact(self, model_id: str) -> bytes:
         self.metrics(model_id)
@@ -120,13 +142,14 @@ class S3ModelStore:
 
     def list(self) -> list[dict[str, Any]]:
         found = []
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
-        )
-        for page in pages:
-            for item in page.get("Contents", []):
-                if item["Key"].endswith(f"/{METRICS}"):
-                    found.append(orjson.loads(self._get(item["Key"])))
+        with _reading("the model list", *self._errors):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    if item["Key"].endswith(f"/{METRICS}"):
+                        found.append(orjson.loads(self._get(item["Key"])))
         return sorted(found, key=lambda model: model.get("created_at", 0))
 
 

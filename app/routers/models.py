@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from actors.models import predict, train_model
-from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
+from app.errors import JSON_BODY_RESPONSES, RETRY_AFTER_HEADER, UNAVAILABLE_RESPONSE, validation_response
 from app.auth import Principal, requires
 from app.json_route import OrjsonRoute
 from app.limits import require_json
@@ -16,7 +16,8 @@ from app.links import PREDICT_WITH_LISTED, TASK_STATUS
 from app.model_schemas import ModelList, PredictRequest, TaskSubmitted, TrainRequest
 from app.publishing import publish
 from config import get_settings
-from pipeline.model_store import ModelNotFound, ModelStore, open_store
+from app.schemas import ErrorResponse
+from pipeline.model_store import ModelNotFound, ModelStore, StoreUnavailable, open_store
 
 router = APIRouter(tags=["models"], route_class=OrjsonRoute)
 
@@ -25,6 +26,25 @@ router = APIRouter(tags=["models"], route_class=OrjsonRoute)
 def get_store() -> ModelStore:
     settings = get_settings()
     return open_store(settings.model_store_url, settings.model_store_s3_endpoint_url)
+
+
+STORE_UNAVAILABLE = {
+    503: {
+        "model": ErrorResponse,
+        "description": "The model store (MODEL_STORE_URL) could not be read; retry after `Retry-After` seconds.",
+        "headers": RETRY_AFTER_HEADER,
+        "content": {"application/json": {"example": {
+            "detail": "model store unavailable while reading the model list: EndpointConnectionError; retry later"}}},
+    }
+}
+
+
+async def _from_store(function, *args):
+    """A store call in the thread pool; a store that cannot be read is a 503, not a 500."""
+    try:
+        return await run_in_threadpool(function, *args)
+    except StoreUnavailable as error:
+        raise HTTPException(503, f"{error}; retry later", headers={"Retry-After": "1"}) from None
 
 
 def _refuse(field: str, message: str, error_type: str) -> HTTPException:
@@ -84,14 +104,15 @@ async def submit_training(request: TrainRequest, principal: Principal = requires
     responses={
         **validation_response("inputs.0", "missing petal width (cm); unexpected colour", "invalid_inputs"),
         **JSON_BODY_RESPONSES,
-        **UNAVAILABLE_RESPONSE,
+        503: {**UNAVAILABLE_RESPONSE[503], "description": UNAVAILABLE_RESPONSE[503]["description"]
+              + " Or: the model store could not be read."},
     },
 )
 async def submit_prediction(request: PredictRequest, principal: Principal = requires("tasks")) -> TaskSubmitted:
     from pipeline.training import TrainingInputError
 
     try:
-        await run_in_threadpool(_check_prediction, request)
+        await _from_store(_check_prediction, request)
     except ModelNotFound:
         raise _refuse("model_id", f"no model {request.model_id} in the model store (see GET /models)",
                       "unknown_model") from None
@@ -102,6 +123,6 @@ async def submit_prediction(request: PredictRequest, principal: Principal = requ
 
 
 @router.get("/models", response_model=ModelList, summary="Stored models with their metrics, oldest first",
-            dependencies=[requires("read")], responses={200: {"links": PREDICT_WITH_LISTED}})
+            dependencies=[requires("read")], responses={200: {"links": PREDICT_WITH_LISTED}, **STORE_UNAVAILABLE})
 async def list_models() -> ModelList:
-    return ModelList(models=await run_in_threadpool(get_store().list))
+    return ModelList(models=await _from_store(get_store().list))

@@ -156,6 +156,7 @@ def test_an_open_api_refuses_a_request_that_reached_it_on_a_network_address(tmp_
     with pytest.raises(HTTPException) as refused:
         authenticator.principal_for(None, ("192.0.2.7", 8000))
     assert refused.value.status_code == 503 and "API_KEYS_FILE" in refused.value.detail
+    assert refused.value.headers["Retry-After"] == "5"  # keys are re-read within a second
     behind_proxy = Authenticator(Settings(api_keys_file=tmp_path / "none.json", auth_by_proxy=True))
     assert behind_proxy.principal_for(None, ("192.0.2.7", 8000)) is auth.OPEN
 

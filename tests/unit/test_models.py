@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import training
-from pipeline.model_store import LocalModelStore, ModelNotFound, S3ModelStore, open_store
+from pipeline.model_store import LocalModelStore, ModelNotFound, S3ModelStore, StoreUnavailable, open_store
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
@@ -138,3 +138,46 @@ def test_an_unknown_dataset_is_refused_without_naming_the_servers_path(tmp_path)
     with pytest.raises(training.TrainingInputError) as refused:
         training.check_training_request("logistic_regression", "missing.csv", {}, tmp_path)
     assert str(tmp_path) not in str(refused.value)
+
+
+def test_a_store_that_cannot_be_read_is_unavailable_not_unknown(tmp_path, monkeypatch):
+    from botocore.exceptions import EndpointConnectionError
+
+    unreadable = LocalModelStore(tmp_path / "models")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m-1").mkdir()
+    (tmp_path / "models" / "m-1" / "metrics.json").mkdir()  # reading it is an OSError, not a missing file
+    with pytest.raises(StoreUnavailable):
+        unreadable.metrics("m-1")
+    with pytest.raises(ModelNotFound):
+        unreadable.metrics("m-2")
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    s3 = S3ModelStore("bucket", "prefix", "http://127.0.0.1:9")
+    monkeypatch.setattr(s3.client, "get_object", lambda **_: (_ for _ in ()).throw(
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:9")))
+    with pytest.raises(StoreUnavailable, match="EndpointConnectionError"):
+        s3.metrics("m-1")
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("GET", "/models", None),
+    ("POST", "/tasks/predict", {"model_id": "iris-sample", "inputs": [dict(zip(FEATURES, [5.1, 3.5, 1.4, 0.2]))]}),
+])
+def test_the_api_answers_503_with_retry_after_while_the_store_cannot_be_read(monkeypatch, method, path, body):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.routers import models
+
+    class Down:
+        def list(self):
+            raise StoreUnavailable("model store unavailable while reading the model list: OSError")
+
+        metrics = lambda self, model_id: self.list()  # noqa: E731
+
+    monkeypatch.setattr(models, "get_store", lambda: Down())
+    response = TestClient(create_app()).request(method, path, json=body)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert "model store unavailable" in response.json()["detail"]
