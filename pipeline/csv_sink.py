@@ -42,7 +42,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from pipeline.rows import COLUMNS, HEADER_BYTES, restore_cell
+from pipeline.rows import COLUMNS, HEADER_BYTES, QUOTING, restore_cell
 
 #: Upper bound of one group commit; larger batches only add latency.
 MAX_BATCH_BYTES = 8 * 1024 * 1024
@@ -341,7 +341,7 @@ def merge_shards(shards: Iterable[Path], out: Path) -> int:
     count = 0
     with open(out, "w", newline="", encoding="utf-8") as target:
         target.write(HEADER_BYTES.decode())
-        writer = csv.writer(target, lineterminator="\r\n")
+        writer = csv.writer(target, lineterminator="\r\n", quoting=QUOTING)
         for shard in shards:
             with open(shard, newline="", encoding="utf-8") as source:
                 reader = csv.reader(source)

@@ -121,7 +121,7 @@ def test_a_payload_missing_a_row_is_rejected_whole_and_the_next_one_is_read():
 def test_bad_cells_are_named_by_column_and_line():
     mid = str(uuid.uuid4())
     text = service_csv((mid, several_preds(2))).decode()
-    text = text.replace(",0.5,", ",high,").replace('"[""t0""]"', "not json")
+    text = text.replace(',"0.5",', ',"high",').replace('"[""t0""]"', "not json")
     found, _ = read_csv_bytes(text.encode())
     assert found[0].payload is None
     assert {(error["field"], error["message"].split(":")[0]) for error in found[0].errors} == {
@@ -130,7 +130,7 @@ def test_bad_cells_are_named_by_column_and_line():
 
 
 def test_a_pred_count_that_is_not_a_count_is_refused():
-    text = service_csv((str(uuid.uuid4()), several_preds(2))).decode().replace(",1,2,", ",1,two,")
+    text = service_csv((str(uuid.uuid4()), several_preds(2))).decode().replace(',"1","2",', ',"1","two",')
     found, _ = read_csv_bytes(text.encode())
     assert [(item.line, item.last_line, item.payload) for item in found] == [(2, 3, None)]
     assert [error["field"] for error in found[0].errors] == ["pred_count"]

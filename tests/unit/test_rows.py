@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import datetime
 
 from hypothesis import given
@@ -71,9 +72,9 @@ def test_messages_written_one_after_another_keep_their_boundaries(messages):
 
 
 def reference_encoding(message_id: str, body: dict) -> bytes:
-    """The format by definition: every cell through csv.writer."""
+    """The format by definition: every cell through csv.writer, every cell quoted."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
     preds = body["data"]["preds"]
     for index, item in enumerate(preds):
         writer.writerow([
@@ -92,6 +93,22 @@ def test_the_fast_encoding_is_byte_for_byte_what_the_csv_module_writes(body, mes
     for item, frame in zip(body["data"]["preds"], frames):
         item["image_frame"] = frame
     assert encode_rows(message_id, body)[0] == reference_encoding(message_id, body)
+
+
+EVERY_CELL_QUOTED = re.compile(r'(?:(?:"(?:[^"]|"")*",){9}"(?:[^"]|"")*"\r\n)+')
+
+
+@given(payload, identifier)
+def test_every_cell_of_every_row_is_quoted(body, message_id):
+    assert EVERY_CELL_QUOTED.fullmatch(encode_rows(message_id, body)[0].decode())
+
+
+def test_a_cell_a_semicolon_locale_would_split_stays_one_quoted_cell():
+    """A spreadsheet splitting on `;` reads `cam-1;=cmd|...` unquoted as a cell starting with `=`."""
+    body = {"device_id": "cam-1;=cmd|' /C calc'!A0", "client_id": "c", "created_at": "2023-02-13T10:49:06",
+            "data": {"license_id": "l", "preds": [{"image_frame": "aGk=", "prob": 0.5, "tags": []}]}}
+    line = encode_rows("m-1", body)[0].decode()
+    assert ',"cam-1;=cmd|\' /C calc\'!A0",' in line
 
 
 @given(hostile_text)
