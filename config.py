@@ -78,8 +78,13 @@ class Settings(BaseSettings):
         "", description="Extra modules the workers import (space-separated), e.g. your own middleware."
     )
     worker_queues: str = Field(
-        "ingest tasks", description="Queues the main worker group consumes (space-separated)."
+        "ingest", description="Queues the main worker group consumes (space-separated): detections only, so "
+        "no background task ever holds a thread a detection needs."
     )
+    # The task worker group: the `tasks` queue (countdowns and any task of yours), its own threads.
+    task_worker_processes: int = Field(1, ge=1, description="Processes of the task worker group.")
+    task_worker_threads: int = Field(8, ge=1, description="Threads per process of the task worker group.")
+    task_prometheus_port: int = Field(9193, ge=1, le=65535, description="Metrics port of the task worker group.")
     ml_worker_processes: int = Field(1, ge=1, description="Processes of the model worker group.")
     ml_worker_threads: int = Field(2, ge=1, description="Threads per process of the model worker group.")
     ml_prometheus_port: int = Field(9192, ge=1, le=65535, description="Metrics port of the model worker group.")

@@ -11,18 +11,24 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 eval "$("$PYTHON" -m config --shell)"
-# Two worker groups, so a long model training never holds a thread the detections need:
-#   main (default): WORKER_QUEUES, WORKER_PROCESSES x WORKER_THREADS, PROMETHEUS_PORT
+# Three worker groups, so no background task or training ever holds a thread the detections need:
+#   main (default): WORKER_QUEUES (ingest), WORKER_PROCESSES x WORKER_THREADS, PROMETHEUS_PORT
+#   tasks:          the tasks queue, TASK_WORKER_* and TASK_PROMETHEUS_PORT
 #   ml:             the training and predictions queues, ML_WORKER_* and ML_PROMETHEUS_PORT
 role="${1:-main}"
 case "$role" in
   main) queues="$WORKER_QUEUES" ;;
+  tasks)
+    queues="tasks"
+    WORKER_PROCESSES="$TASK_WORKER_PROCESSES" WORKER_THREADS="$TASK_WORKER_THREADS"
+    PROMETHEUS_PORT="$TASK_PROMETHEUS_PORT" PROMETHEUS_DB="${PROMETHEUS_DB}-tasks"
+    ;;
   ml)
     queues="training predictions"
     WORKER_PROCESSES="$ML_WORKER_PROCESSES" WORKER_THREADS="$ML_WORKER_THREADS"
     PROMETHEUS_PORT="$ML_PROMETHEUS_PORT" PROMETHEUS_DB="${PROMETHEUS_DB}-ml"
     ;;
-  *) echo "usage: entrypoint_dramatiq.sh [main|ml]" >&2; exit 2 ;;
+  *) echo "usage: entrypoint_dramatiq.sh [main|tasks|ml]" >&2; exit 2 ;;
 esac
 export dramatiq_prom_host="$PROMETHEUS_HOST" dramatiq_prom_port="$PROMETHEUS_PORT" dramatiq_prom_db="$PROMETHEUS_DB"
 # Our own worker metrics (actors/metrics.py) go to the same files Dramatiq's server exposes.

@@ -44,13 +44,14 @@ def vhost():
 
 @pytest.fixture(scope="session")
 def stack(vhost, tmp_path_factory):
-    """API + 2 worker processes x 8 threads, shared by the integration tests."""
+    """API + 2 worker processes x 8 threads + the task worker group, shared by the integration tests."""
     from tests.support.rabbit import vhost_url
     from tests.support.stack import Stack
 
     running = Stack(tmp_path_factory.mktemp("stack"), vhost_url(vhost), processes=2, threads=8)
     try:
         running.start()
+        running.start_task_workers()
         yield running
     finally:
         running.stop()

@@ -36,6 +36,8 @@ def with_workers(stack) -> None:
     """The first test runs without workers (to see `queued`); the others need them."""
     if stack.workers is None:
         stack.start_workers()
+    if stack.task_workers is None:
+        stack.start_task_workers()
 
 
 def post(stack, path: str, body: dict) -> str:

@@ -22,7 +22,7 @@ def test_countdown_is_answered_at_once_and_counted_down_by_a_worker(stack):
     message_id = body["message_id"]
 
     def finished_log() -> str | None:
-        text = stack.workers_log.read_text()
+        text = stack.task_workers_log.read_text()  # the task worker group's, not the detections' workers
         return text if f"countdown {message_id}: done" in text else None
 
     log = wait_for(

@@ -48,6 +48,7 @@ class Stack:
             "PROMETHEUS_PORT": str(self.prometheus_port),
             "PROMETHEUS_DB": str(workdir / "prometheus"),
             "ML_PROMETHEUS_PORT": str(free_port()),
+            "TASK_PROMETHEUS_PORT": str(free_port()),
             "MODEL_STORE_URL": str(workdir / "models"),
             "DATASET_DIR": str(workdir / "datasets"),
             "WORKER_PROCESSES": str(processes),
@@ -62,7 +63,9 @@ class Stack:
         self.api: subprocess.Popen | None = None
         self.workers: subprocess.Popen | None = None
         self.model_workers: subprocess.Popen | None = None
+        self.task_workers: subprocess.Popen | None = None
         self.model_workers_log = workdir / "model-workers.log"
+        self.task_workers_log = workdir / "task-workers.log"
         self.api_log = workdir / "api.log"
         self.workers_log = workdir / "workers.log"
 
@@ -109,14 +112,22 @@ class Stack:
 
     def start_model_workers(self, timeout: float = 60) -> None:
         """The `ml` worker group: training and predictions queues."""
-        self.model_workers = self._spawn("entrypoint_dramatiq.sh", self.model_workers_log, "ml")
+        self.model_workers = self._start_group("ml", self.model_workers_log, "training", timeout)
+
+    def start_task_workers(self, timeout: float = 60) -> None:
+        """The `tasks` worker group: the tasks queue (the countdown)."""
+        self.task_workers = self._start_group("tasks", self.task_workers_log, "tasks", timeout)
+
+    def _start_group(self, role: str, log: Path, queue: str, timeout: float) -> subprocess.Popen:
+        group = self._spawn("entrypoint_dramatiq.sh", log, role)
 
         def consuming() -> bool:
-            if self.model_workers.poll() is not None:
-                raise AssertionError(f"model workers exited; see {self.model_workers_log}")
-            return queue_state(self.rabbitmq_url, "training")[1] >= 1
+            if group.poll() is not None:
+                raise AssertionError(f"the {role} worker group exited; see {log}")
+            return queue_state(self.rabbitmq_url, queue)[1] >= 1
 
-        wait_for(consuming, timeout=timeout, interval=0.2, what="model workers to consume the training queue")
+        wait_for(consuming, timeout=timeout, interval=0.2, what=f"the {role} workers to consume the {queue} queue")
+        return group
 
     def wait_for_consumers(self, timeout: float = 60) -> None:
         """Every worker process consumes the ingest queue."""
@@ -164,9 +175,13 @@ class Stack:
     def stop_workers(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
         return self._stop(self.workers, sig, timeout)
 
+    def stop_task_workers(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
+        return self._stop(self.task_workers, sig, timeout)
+
     def stop(self) -> None:
         self._stop(self.api, signal.SIGTERM, 30)
         self.stop_workers()
+        self._stop(self.task_workers, signal.SIGTERM, 60)
         self._stop(self.model_workers, signal.SIGTERM, 60)
 
 

@@ -25,10 +25,10 @@ def env(service: str) -> dict[str, str]:
 
 
 def test_compose_runs_the_broker_redis_api_and_workers():
-    assert {"rabbitmq", "redis", "api", "worker", "trainer"} <= SERVICES.keys()
+    assert {"rabbitmq", "redis", "api", "worker", "tasks", "trainer"} <= SERVICES.keys()
 
 
-@pytest.mark.parametrize("service", ["api", "worker", "trainer"])
+@pytest.mark.parametrize("service", ["api", "worker", "tasks", "trainer"])
 def test_every_variable_set_for_the_app_is_a_setting(service):
     assert set(env(service)) <= SETTING_NAMES
 
@@ -106,6 +106,8 @@ def test_the_devcontainer_uses_existing_compose_files_and_services():
     assert all(path.exists() for path in files)
     assert DEVCONTAINER["service"] in SERVICES
     assert set(DEVCONTAINER["runServices"]) <= SERVICES.keys()
+    # Every worker group runs: the README says the container only needs the API started by hand.
+    assert {"worker", "tasks", "trainer"} <= set(DEVCONTAINER["runServices"])
     overlay = yaml.safe_load(files[1].read_text())
     assert "..:" + DEVCONTAINER["workspaceFolder"] + ":cached" in overlay["services"][DEVCONTAINER["service"]]["volumes"]
 
@@ -117,6 +119,12 @@ def test_every_forwarded_port_is_served_by_a_service():
         offered = [str(p).split(":")[-1] for p in SERVICES[service].get("ports", [])]
         offered += [str(p) for p in SERVICES[service].get("expose", [])]
         assert port in offered, entry
+
+
+def test_the_tasks_service_runs_the_task_worker_group_and_exposes_its_metrics():
+    assert SERVICES["tasks"]["command"] == ["./entrypoint_dramatiq.sh", "tasks"]
+    assert env("tasks")["TASK_PROMETHEUS_PORT"] in [str(port) for port in SERVICES["tasks"]["expose"]]
+    assert env("tasks")["PROMETHEUS_HOST"] == "0.0.0.0"
 
 
 def test_the_trainer_runs_the_model_worker_group_and_exposes_its_metrics():

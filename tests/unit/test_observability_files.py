@@ -187,13 +187,16 @@ def test_prometheus_scrapes_the_api_on_its_port_and_metrics_path():
     assert paths == [JOBS["api"].get("metrics_path", "/metrics")]
 
 
-def test_prometheus_finds_every_worker_replica_on_the_metrics_port():
-    (discovery,) = JOBS["worker"]["dns_sd_configs"]
-    assert discovery["names"] == ["worker"] and discovery["type"] == "A"
-    assert str(discovery["port"]) == env("worker")["PROMETHEUS_PORT"]
-    assert env("worker")["PROMETHEUS_PORT"] in [str(port) for port in SERVICES["worker"]["expose"]]
+@pytest.mark.parametrize(("service", "port_setting"), [
+    ("worker", "PROMETHEUS_PORT"), ("tasks", "TASK_PROMETHEUS_PORT"), ("trainer", "ML_PROMETHEUS_PORT"),
+])
+def test_prometheus_finds_every_replica_of_each_worker_group_on_its_metrics_port(service, port_setting):
+    (discovery,) = JOBS[service]["dns_sd_configs"]
+    assert discovery["names"] == [service] and discovery["type"] == "A"
+    assert str(discovery["port"]) == env(service)[port_setting]
+    assert env(service)[port_setting] in [str(port) for port in SERVICES[service]["expose"]]
     # Replicas of a scaled service cannot share a host port or a container name.
-    assert "ports" not in SERVICES["worker"] and "container_name" not in SERVICES["worker"]
+    assert "ports" not in SERVICES[service] and "container_name" not in SERVICES[service]
 
 
 def test_prometheus_scrapes_rabbitmq_per_queue_metrics():

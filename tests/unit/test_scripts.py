@@ -29,15 +29,18 @@ def test_ensure_rabbitmq_succeeds_silently_when_the_broker_answers():
     assert result.stderr == ""
 
 
-def test_the_two_worker_groups_between_them_consume_every_queue_once():
+def test_the_three_worker_groups_between_them_consume_every_queue_once():
     import re
 
     from actors import INGEST_QUEUE, PREDICTIONS_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, broker
     from config import Settings
 
     script = (ROOT / "entrypoint_dramatiq.sh").read_text()
-    ml_queues = set(re.search(r"^ +ml\)\n +queues=\"([^\"]+)\"", script, re.MULTILINE)[1].split())
-    main_queues = set(Settings.model_fields["worker_queues"].default.split())
-    assert ml_queues == {TRAINING_QUEUE, PREDICTIONS_QUEUE}
-    assert main_queues == {INGEST_QUEUE, TASKS_QUEUE}
-    assert main_queues | ml_queues == broker.get_declared_queues() and not main_queues & ml_queues
+
+    def queues_of(role: str) -> set[str]:
+        return set(re.search(rf"^ +{role}\)\n +queues=\"([^\"]+)\"", script, re.MULTILINE)[1].split())
+
+    groups = {"main": set(Settings.model_fields["worker_queues"].default.split()),
+              "tasks": queues_of("tasks"), "ml": queues_of("ml")}
+    assert groups == {"main": {INGEST_QUEUE}, "tasks": {TASKS_QUEUE}, "ml": {TRAINING_QUEUE, PREDICTIONS_QUEUE}}
+    assert set().union(*groups.values()) == broker.get_declared_queues()
