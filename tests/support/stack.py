@@ -71,10 +71,20 @@ class Stack:
 
     def add_key(self, name: str, scopes: str, *, client_ids: tuple[str, ...] = (), rate: int | None = None,
                 tenant: str | None = None) -> str:
-        """A new key in this stack's keys file (the API sees it within a second); its secret."""
+        """A new key in this stack's keys file; its secret, once a running API knows it.
+
+        The API re-reads the file within about a second: a test that used the key at once would
+        see 401s (locust's run did, for its first second).
+        """
         from app.keys import add_key
 
-        return add_key(self.keys_file, name, scopes.split(","), list(client_ids), rate, tenant)
+        secret = add_key(self.keys_file, name, scopes.split(","), list(client_ids), rate, tenant)
+        if getattr(self, "api", None) is not None and self.api.poll() is None:  # (the admin key comes first)
+            # Authentication comes first: any answer but 401 (a 422 for `{}`, a 403) means it is known.
+            wait_for(lambda: httpx.post(f"{self.base_url}/api", json={}, headers=self.auth_headers(secret),
+                                        timeout=5).status_code != 401, timeout=10, interval=0.05,
+                     what=f"the API to know the key {name!r}")
+        return secret
 
     def id_scope(self, tenant: str = "test-admin") -> str:
         """app.tenancy.id_scope as this stack's API computes it for `tenant`."""
