@@ -13,6 +13,7 @@ import atexit
 import logging
 import multiprocessing.util
 import os
+import re
 import sys
 import threading
 import time
@@ -30,6 +31,8 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 MESSAGE_ID: ContextVar[str | None] = ContextVar("message_id", default=None)
 #: The name of the API key that made the request, or that sent the message (never its secret).
 API_KEY: ContextVar[str | None] = ContextVar("key", default=None)
+#: The tenant of that key, where keys have tenants.
+TENANT: ContextVar[str | None] = ContextVar("tenant", default=None)
 
 #: Lines at this level or above are written at once, not with the next batch.
 _URGENT_LEVEL = logging.WARNING
@@ -60,19 +63,22 @@ def log_context(*, request_id: str | None = None, message_id: str | None = None)
 def _add_context(record: dict[str, Any]) -> None:
     extra = record["extra"]
     extra.setdefault("logger", record["name"])
-    request_id, message_id, key = REQUEST_ID.get(), MESSAGE_ID.get(), API_KEY.get()
+    request_id, message_id, key, tenant = REQUEST_ID.get(), MESSAGE_ID.get(), API_KEY.get(), TENANT.get()
     if request_id is not None:
         extra.setdefault("request_id", request_id)
     if message_id is not None:
         extra.setdefault("message_id", message_id)
     if key:
         extra.setdefault("key", key)
+    if tenant and tenant != key:  # a key's tenant is its own name unless it was given one
+        extra.setdefault("tenant", tenant)
 
 
 def _text_format(record: dict[str, Any]) -> str:
     # Here, not in the patcher every sink runs: JSON escapes control characters itself.
     record["extra"]["line"] = escape_controls(record["message"])
-    ids = "".join(f" {name}={{extra[{name}]}}" for name in ("request_id", "message_id", "key") if name in record["extra"])
+    ids = "".join(f" {name}={{extra[{name}]}}" for name in ("request_id", "message_id", "key", "tenant")
+                  if name in record["extra"])
     suffix = f" |{ids}" if ids else ""
     return _TEXT_FORMAT + suffix + "\n{exception}"
 
@@ -82,7 +88,7 @@ def _json_line(record: dict[str, Any]) -> bytes:
         "time": record["time"].isoformat(),
         "level": record["level"].name,
         "message": record["message"],  # JSON escapes control characters itself
-        **record["extra"],
+        **{name: value for name, value in record["extra"].items() if not name.startswith("_")},
         "process": record["process"].id,
         "thread": record["thread"].name,
     }
@@ -90,6 +96,72 @@ def _json_line(record: dict[str, Any]) -> bytes:
         error = record["exception"]
         line["exception"] = "".join(traceback.format_exception(error.type, error.value, error.traceback))
     return orjson.dumps(line, default=str) + b"\n"
+
+
+_IDS = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F-]{27}|[0-9a-f]{32}|\d+")
+
+
+class RepeatedLines:
+    """A warning or error that repeats is written once per WINDOW_SECONDS, then with a count.
+
+    A full disk fails every message the same way: hundreds of identical lines a
+    second, each a few KB with its traceback. Lines are alike when their
+    logger, level, text (ids and numbers aside; for standard-library lines the
+    template, e.g. dramatiq's "Failed to process message %s ...") and
+    exception type and text are. The first is written; the rest of the window
+    are counted, and the count is written when the window ends (by the log
+    writer's thread, so a burst that stops still says how big it was).
+    """
+
+    WINDOW_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: key -> [window start, lines held back, (level, text, ids) of the first line]; not the record
+        #: itself, whose traceback would keep the failing frames (and their payloads) alive.
+        self._windows: dict[tuple, list] = {}
+
+    @staticmethod
+    def _key(record: dict[str, Any]) -> tuple:
+        extra = record["extra"]
+        text = extra.get("_template") or _IDS.sub("#", record["message"])
+        error = record["exception"]
+        failure = (error.type.__name__, _IDS.sub("#", str(error.value))) if error is not None else None
+        return extra.get("logger"), record["level"].no, text, failure
+
+    def allow(self, record: dict[str, Any]) -> bool:
+        """loguru's filter: False for a line already written in this window."""
+        if record["level"].no < logging.WARNING or record["extra"].get("_summary"):
+            return True
+        key = self._key(record)
+        now = time.monotonic()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is not None and now - window[0] < self.WINDOW_SECONDS:
+                window[1] += 1
+                return False
+            ids = {name: value for name, value in record["extra"].items() if not name.startswith("_")}
+            self._windows[key] = [now, 0, (record["level"].name, record["message"], ids)]
+        return True
+
+    def forget(self) -> None:
+        """Drop every window, counts unreported (tests)."""
+        with self._lock:
+            self._windows.clear()
+
+    def report_due(self) -> None:
+        """Write the count of each window that has ended with lines held back."""
+        now = time.monotonic()
+        with self._lock:
+            ended = [(key, window) for key, window in self._windows.items() if now - window[0] >= self.WINDOW_SECONDS]
+            for key, _ in ended:
+                del self._windows[key]
+        for _, (started, held, (level, text, ids)) in ended:
+            if held:
+                logger.bind(**ids, _summary=True).log(level, "{} more like: {} (in {:.1f} s)", held, text, now - started)
+
+
+_repeats = RepeatedLines()
 
 
 class BatchedStderr:
@@ -161,6 +233,7 @@ class BatchedStderr:
     def _flush_forever(self) -> None:
         while True:
             time.sleep(self.FLUSH_INTERVAL_SECONDS)
+            _repeats.report_due()
             self.flush()
 
 
@@ -181,13 +254,24 @@ def _text_sink(message) -> None:
     _stderr.write(message, urgent=message.record["level"].no >= _URGENT_LEVEL)
 
 
+def _without_payloads(args: Any) -> Any:
+    """Dramatiq formats a message into its lines with `%s`, which prints the actor's arguments: a
+    whole payload, ~45 KB of frames. Such an argument becomes `actor(message id)`."""
+    if not isinstance(args, tuple):
+        return args
+    return tuple(f"{arg.actor_name}({arg.message_id})" if hasattr(arg, "actor_name") and hasattr(arg, "message_id")
+                 else arg for arg in args)
+
+
 class _ToLoguru(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.bind(logger=record.name).opt(exception=record.exc_info).log(level, record.getMessage())
+        record.args = _without_payloads(record.args)
+        logger.bind(logger=record.name, _template=str(record.msg)).opt(exception=record.exc_info).log(
+            level, record.getMessage())
         # Lifecycle lines (uvicorn's, dramatiq's) go out at once: a worker process logs its
         # last ones just before dramatiq's CLI closes the pipe its stderr is.
         _stderr.flush()
@@ -210,9 +294,11 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     logger.remove()
     logger.configure(patcher=_add_context)
     if log_format == "json":
-        logger.add(_json_sink, level=level.upper(), format="{message}")
+        logger.add(_json_sink, level=level.upper(), format="{message}", filter=_repeats.allow,
+                   diagnose=False, backtrace=False)
     else:
-        logger.add(_text_sink, level=level.upper(), format=_text_format)
+        logger.add(_text_sink, level=level.upper(), format=_text_format, filter=_repeats.allow,
+                   diagnose=False, backtrace=False)
     logging.basicConfig(handlers=[_ToLoguru()], level=level.upper(), force=True)
     logging.getLogger("pika").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):

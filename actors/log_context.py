@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dramatiq.middleware import Middleware
 
-from logs import API_KEY, MESSAGE_ID, REQUEST_ID
+from logs import API_KEY, MESSAGE_ID, REQUEST_ID, TENANT
 
 
 class LogContext(Middleware):
-    """Set logs.MESSAGE_ID, logs.REQUEST_ID (the API's X-Request-ID) and logs.API_KEY (the name of
-    the key that sent it) while a message runs.
+    """Set logs.MESSAGE_ID, logs.REQUEST_ID (the API's X-Request-ID), logs.API_KEY (the name of
+    the key that sent it) and logs.TENANT while a message runs.
 
     Dramatiq runs each message start to finish on one worker thread, so plain
     context variables, set before and cleared after, scope them exactly.
@@ -19,10 +19,12 @@ class LogContext(Middleware):
         MESSAGE_ID.set(message.message_id)
         REQUEST_ID.set(message.options.get("request_id"))
         API_KEY.set(message.options.get("key"))
+        TENANT.set(message.options.get("tenant"))
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
         MESSAGE_ID.set(None)
         REQUEST_ID.set(None)
         API_KEY.set(None)
+        TENANT.set(None)
 
     after_skip_message = after_process_message

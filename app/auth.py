@@ -29,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityS
 from app.keys import ApiKey, KeyRing
 from app.rate_limits import RateLimiter
 from config import Settings, get_settings
-from logs import API_KEY
+from logs import API_KEY, TENANT
 
 #: `Authorization: Bearer <key>` in the schema; our own 401 (FastAPI's says 403 with no header).
 bearer = HTTPBearer(
@@ -160,6 +160,7 @@ async def check(authorization: str | None, scopes: list[str], server: tuple | No
     cross_site = not authenticator.ring.enforcing and is_cross_site(headers, authenticator.allowed_hosts)
     principal = authenticator.principal_for(authorization, server, cross_site)
     API_KEY.set(principal.key or None)  # the request's log lines (its access line too) name the key
+    TENANT.set(principal.tenant or None)
     for scope in scopes:
         if not principal.has(scope):
             raise forbidden(principal, scope)

@@ -33,6 +33,7 @@ class Stderr:
 @pytest.fixture()
 def stderr(capsys):
     flush_logs()  # lines earlier tests left queued are not this test's
+    logs._repeats.forget()
     capsys.readouterr()
     yield Stderr(capsys)
     configure_logging("INFO", "text")
@@ -128,3 +129,59 @@ def test_a_process_that_exits_writes_its_queued_lines(kind):
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.rstrip().endswith("bye"), result.stderr
+
+
+# -- no payloads, no floods -------------------------------------------------------------------
+
+
+def test_dramatiqs_failure_line_names_the_message_not_its_arguments(stderr):
+    import dramatiq
+
+    message = dramatiq.Message(queue_name="ingest", actor_name="write_detection_rows",
+                               args=({"image_frame": "SECRET-FRAME"},), kwargs={}, options={})
+    try:
+        raise OSError(28, "No space left on device")
+    except OSError:
+        logging.getLogger("dramatiq.worker.WorkerThread").error(
+            "Failed to process message %s with unhandled exception.", message, exc_info=True)
+    text = stderr.getvalue()
+    assert f"Failed to process message write_detection_rows({message.message_id})" in text
+    assert "No space left on device" in text and "SECRET-FRAME" not in text
+
+
+def test_a_traceback_shows_no_variables(stderr):
+    def fails(payload):
+        frame = payload["image_frame"]
+        raise ValueError(f"bad frame of {len(frame)} characters")
+
+    for log_format in ("text", "json"):
+        configure_logging("INFO", log_format)
+        secret = "-".join(["SECRET", "FRAME"])  # not in this file's text, which a traceback quotes
+        try:
+            fails({"image_frame": secret})
+        except ValueError:
+            logger.exception("write failed ({})", log_format)
+        text = stderr.getvalue()
+        assert "bad frame of 12 characters" in text and "SECRET-FRAME" not in text, log_format
+
+
+def test_a_repeated_error_is_written_once_then_counted(stderr, monkeypatch):
+    monkeypatch.setattr(logs.RepeatedLines, "WINDOW_SECONDS", 0.2)
+    for index in range(300):
+        with log_context(message_id=f"m-{index}"):
+            try:
+                raise OSError(28, "No space left on device")
+            except OSError:
+                logger.exception("could not write the rows of message m-{}", index)
+    logger.warning("another kind of line")
+    seen: list[str] = []  # getvalue() hands out what is new each time
+    wait_for(lambda: seen.append(stderr.getvalue()) or "299 more like" in "".join(seen), timeout=5,
+             what="the count of the lines held back")
+    summary = "".join(seen)
+    lines = [line for line in summary.splitlines() if "| ERROR" in line]
+    assert len(lines) == 2 and "could not write the rows of message m-0" in lines[0]
+    assert "299 more like: could not write the rows of message m-0" in lines[1]
+    assert "another kind of line" in summary, "other lines are not held back"
+    logger.info("info lines are never held back")
+    logger.info("info lines are never held back")
+    assert stderr.getvalue().count("info lines are never held back") == 2
