@@ -47,6 +47,11 @@ class Settings(BaseSettings):
 
     # Sink.
     csv_path: Path = Field(Path("data/data.csv"), description="CSV file the workers append rows to.")
+    sink_retry_max_seconds: float = Field(
+        5.0, gt=0, le=60,
+        description="While the CSV cannot be written (disk full, I/O error, read-only, permissions), the "
+        "workers hold their messages and retry the write, waiting at most this long between tries.",
+    )
 
     # HTTP API.
     api_host: str = Field("127.0.0.1", description="Address uvicorn binds to (0.0.0.0 in containers).")

@@ -14,13 +14,18 @@ from actors.stats import SharedStats
 from pipeline.csv_sink import CsvSink
 from pipeline.rows import encode_rows
 
-sink = CsvSink(settings.csv_path)
+sink = CsvSink(settings.csv_path, retry_max_seconds=settings.sink_retry_max_seconds)
 broker.add_middleware(SinkMetrics(sink))
-# The shared status counters hear what the sink committed.
-sink.observers.extend(m.observe for m in broker.middleware if isinstance(m, SharedStats))
+# The shared status counters hear what the sink committed, and when the disk stops it.
+for shared in (m for m in broker.middleware if isinstance(m, SharedStats)):
+    sink.observers.append(shared.observe)
+    sink.fault_observers.append(shared.observe_fault)
 
 
-@dramatiq.actor(queue_name=INGEST_QUEUE)
+# The sink waits out a disk that cannot be written, however long it takes; a time limit would turn
+# that wait into a failure and spend a retry. RabbitMQ's consumer_timeout (30 min by default) still
+# returns a message held longer, and its redelivery is recognised once the rows are written.
+@dramatiq.actor(queue_name=INGEST_QUEUE, time_limit=24 * 60 * 60 * 1000)
 def write_detection_rows(payload: dict[str, Any]) -> dict[str, Any]:
     """Append one row per pred; the result is what GET /api/{message_id} shows.
 

@@ -11,18 +11,22 @@ Redis, and a Redis outage only delays them.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections import Counter
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import orjson
 import redis
 from dramatiq.middleware import Middleware
 from loguru import logger
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.csv_sink import CommitReport
+from pipeline.csv_sink import CommitReport, SinkFault
 
 #: Totals (a Redis hash) and the per-second buckets behind messages/s.
 TOTALS = ("rows_written", "messages_written", "duplicates", "retries", "dead_lettered")
@@ -32,6 +36,8 @@ RATE_WINDOW_SECONDS = 5
 RATE_LAG_SECONDS = 2
 FLUSH_INTERVAL_SECONDS = 0.5
 BUCKET_TTL_SECONDS = 120
+#: A worker's sink fault is shown while it was confirmed this recently (a dead worker's fades out).
+FAULT_FRESH_SECONDS = 10
 
 
 def namespace_for(rabbitmq_url: str) -> str:
@@ -63,6 +69,10 @@ class SharedStats(Middleware):
         self._flusher: threading.Thread | None = None
         self._warned_at = 0.0
         self._client: redis.Redis | None = None
+        #: This process's sink fault, and whether Redis still has to hear that it ended.
+        self._fault: SinkFault | None = None
+        self._fault_cleared = False
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
     # Sources -------------------------------------------------------------------------------
 
@@ -74,6 +84,12 @@ class SharedStats(Middleware):
         if report.messages_written:
             with self._lock:
                 self._per_second[int(time.time())] += report.messages_written
+
+    def observe_fault(self, fault: SinkFault | None) -> None:
+        """A CsvSink fault observer: the disk refuses the CSV (a SinkFault), or writes again (None)."""
+        with self._lock:
+            self._fault_cleared = fault is None and (self._fault is not None or self._fault_cleared)
+            self._fault = fault
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
         # Listed before Retries, so this runs after it: a failure it did not give up on is a retry.
@@ -108,17 +124,28 @@ class SharedStats(Middleware):
         with self._lock:
             pending, self._pending = self._pending, Counter()
             per_second, self._per_second = self._per_second, Counter()
-        if not pending and not per_second:
+            fault, cleared = self._fault, self._fault_cleared
+        if not pending and not per_second and fault is None and not cleared:
             return
         try:
             self._client = self._client or redis_client(self.redis_url)
             pipe = self._client.pipeline(transaction=False)
+            if fault is not None:  # rewritten every flush while it lasts: `seen` keeps it fresh
+                pipe.hset(f"{self.namespace}:sink_faults", self.worker_name, orjson.dumps(
+                    {"worker": self.worker_name, "reason": fault.reason, "since": fault.since,
+                     "waiting": fault.waiting, "seen": time.time()}))
+            elif cleared:
+                pipe.hdel(f"{self.namespace}:sink_faults", self.worker_name)
             for name, count in pending.items():
                 pipe.hincrby(f"{self.namespace}:totals", name, count)
             for second, count in per_second.items():
                 pipe.incrby(f"{self.namespace}:messages:{second}", count)
                 pipe.expire(f"{self.namespace}:messages:{second}", BUCKET_TTL_SECONDS)
             pipe.execute()
+            if cleared:
+                with self._lock:
+                    if self._fault is None:  # (a clear lost to a race fades out: FAULT_FRESH_SECONDS)
+                        self._fault_cleared = False
         except redis.RedisError as error:
             with self._lock:  # kept for the next flush
                 self._pending.update(pending)
@@ -128,14 +155,20 @@ class SharedStats(Middleware):
                 logger.warning("status counters not flushed to Redis (kept for later): {!r}", error)
 
 
-def read_stats(client: redis.Redis, namespace: str, now: float | None = None) -> dict[str, float]:
-    """The totals, plus messages/s over the last RATE_WINDOW_SECONDS whole seconds."""
+def read_stats(client: redis.Redis, namespace: str, now: float | None = None) -> dict[str, Any]:
+    """The totals, messages/s over the last RATE_WINDOW_SECONDS whole seconds, and the workers
+    whose CSV cannot be written now (`sink_faults`)."""
     newest = int(now if now is not None else time.time()) - RATE_LAG_SECONDS
     seconds = range(newest - RATE_WINDOW_SECONDS + 1, newest + 1)
     pipe = client.pipeline(transaction=False)
     pipe.hmget(f"{namespace}:totals", list(TOTALS))
     pipe.mget([f"{namespace}:messages:{second}" for second in seconds])
-    totals, buckets = pipe.execute()
-    stats: dict[str, float] = {name: int(value or 0) for name, value in zip(TOTALS, totals)}
+    pipe.hvals(f"{namespace}:sink_faults")
+    totals, buckets, faults = pipe.execute()
+    stats: dict[str, Any] = {name: int(value or 0) for name, value in zip(TOTALS, totals)}
     stats["messages_per_second"] = round(sum(int(b or 0) for b in buckets) / RATE_WINDOW_SECONDS, 1)
+    now_wall = now if now is not None else time.time()
+    fresh = [fault for fault in map(orjson.loads, faults) if now_wall - fault["seen"] < FAULT_FRESH_SECONDS]
+    stats["sink_faults"] = sorted(({key: fault[key] for key in ("worker", "reason", "since", "waiting")}
+                                   for fault in fresh), key=lambda fault: fault["worker"])
     return stats

@@ -112,4 +112,4 @@ class StatusReader:
             return read_stats(self._redis, self.namespace), "ok"
         except redis.RedisError as error:
             logger.warning("status: Redis unavailable: {!r}", error)
-            return {name: None for name in (*TOTALS, "messages_per_second")}, f"unavailable: {error!r}"
+            return {name: None for name in (*TOTALS, "messages_per_second", "sink_faults")}, f"unavailable: {error!r}"

@@ -22,6 +22,17 @@ Why it is shaped this way:
   ledger, and a torn tail (a writer that died mid-write; never acked) is
   truncated. A missing or stale ledger is rebuilt from the file.
 
+- **A disk that cannot be written is waited out, not blamed on the message.**
+  ENOSPC, EIO, a read-only file system or lost permissions would fail every
+  message the same way: raised to the actors, each would spend its Dramatiq
+  retries and end in the dead-letter queue for an operator to replay. Instead
+  the committer keeps the batch, retries the write with backoff (up to
+  SINK_RETRY_MAX_SECONDS between tries) and says why in `fault`; the actor
+  threads wait, so the workers take no new messages beyond their prefetch.
+  When the disk is back the batch commits and the actors return as usual. A
+  torn tail left by the failed write is truncated, as after a crash; whole
+  messages it left are the batch's own and count as written.
+
 Several hosts: give each host its own `CSV_PATH` (a shard); exactly-once holds
 within a shard, and `merge_shards` (by `message_id, pred_index`) removes the
 copies a redelivery to another host may leave across shards.
@@ -30,6 +41,7 @@ copies a redelivery to another host may leave across shards.
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import os
 import queue
@@ -52,6 +64,30 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 class ForeignCsvError(RuntimeError):
     """CSV_PATH holds a file this sink did not write."""
+
+
+#: What a disk, a file system or its permissions say, as opposed to what a message could cause.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM,
+                          errno.ENOENT, errno.ENOTDIR, errno.ESTALE})
+_SQLITE_DISK_WORDS = ("disk", "full", "readonly", "read-only", "unable to open", "locking protocol")
+
+
+def disk_fault(error: BaseException) -> str | None:
+    """Why the CSV cannot be written, when `error` says it is the disk's doing; else None."""
+    if isinstance(error, OSError) and error.errno in _DISK_ERRNOS:
+        return f"{type(error).__name__}: [Errno {error.errno}] {os.strerror(error.errno)}"
+    if isinstance(error, sqlite3.OperationalError) and any(word in str(error) for word in _SQLITE_DISK_WORDS):
+        return f"ledger: {error}"
+    return None
+
+
+@dataclass(frozen=True)
+class SinkFault:
+    """The CSV cannot be written: why, since when (epoch seconds), and how many messages wait."""
+
+    reason: str
+    since: float
+    waiting: int
 
 
 class Ledger:
@@ -270,11 +306,18 @@ class CsvSink:
     fork, because Dramatiq's CLI forks worker processes after import.
     """
 
-    def __init__(self, path: Path | str, observers: Iterable[Callable[[CommitReport], None]] = ()):
+    def __init__(self, path: Path | str, observers: Iterable[Callable[[CommitReport], None]] = (),
+                 retry_max_seconds: float = 5.0):
         self.path = Path(path)
         #: Called from the committer thread after every group commit (metrics, shared stats):
         #: they must be quick and must not block.
         self.observers = list(observers)
+        #: Called from the committer thread with a SinkFault when the disk stops it, on every
+        #: retry while it lasts, and with None when it writes again.
+        self.fault_observers: list[Callable[[SinkFault | None], None]] = []
+        self.retry_max_seconds = retry_max_seconds
+        #: The current fault, None while the CSV is written.
+        self.fault: SinkFault | None = None
         self._queue: queue.SimpleQueue[PendingAppend] = queue.SimpleQueue()
         self._start_lock = threading.Lock()
         self._owner_pid: int | None = None
@@ -312,14 +355,9 @@ class CsvSink:
                 batch.append(pending)
                 size += len(pending.data)
             try:
-                file = file or DurableCsvFile(self.path)
-                report = file.commit(batch)
-                for observer in self.observers:
-                    try:
-                        observer(report)
-                    except Exception:  # metrics must never fail a commit
-                        logger.exception("sink observer failed")
-            except BaseException as error:  # hand every failure to the waiting actors
+                file, report = self._commit_waiting_out_the_disk(file, batch)
+                self._tell(self.observers, report)
+            except BaseException as error:  # hand every other failure to the waiting actors
                 for pending in batch:
                     pending.written = False
                     pending.error = error
@@ -329,6 +367,49 @@ class CsvSink:
             finally:
                 for pending in batch:
                     pending.done.set()
+
+    def _commit_waiting_out_the_disk(self, file: DurableCsvFile | None, batch: list[PendingAppend]
+                                     ) -> tuple[DurableCsvFile, CommitReport]:
+        """Commit the batch, retrying for as long as the disk refuses it; other errors are raised.
+
+        A message a failed try marked `written` stays marked: if its rows landed whole, the next
+        try's recovery puts them in the ledger and skips them, and they are still this batch's own.
+        """
+        delay = 0.1
+        while True:
+            try:
+                file = file or DurableCsvFile(self.path)
+                report = file.commit(batch)
+                break
+            except BaseException as error:
+                reason = disk_fault(error)
+                if file is not None:
+                    file.close()
+                    file = None
+                if reason is None:
+                    raise
+                if self.fault is None:
+                    logger.error("the CSV cannot be written ({}): holding {} message(s) and retrying until it can; "
+                                 "no message is failed for it", reason, len(batch) + self._queue.qsize())
+                self.fault = SinkFault(reason, self.fault.since if self.fault else time.time(),
+                                       len(batch) + self._queue.qsize())
+                self._tell(self.fault_observers, self.fault)
+                time.sleep(delay)
+                delay = min(delay * 2, self.retry_max_seconds)
+        if self.fault is not None:
+            logger.warning("the CSV is written again after {:.0f} s ({})", time.time() - self.fault.since,
+                           self.fault.reason)
+            self.fault = None
+            self._tell(self.fault_observers, None)
+        return file, report
+
+    @staticmethod
+    def _tell(observers: list[Callable], value) -> None:
+        for observer in observers:
+            try:
+                observer(value)
+            except Exception:  # metrics and stats must never fail a commit
+                logger.exception("sink observer failed")
 
 
 def merge_shards(shards: Iterable[Path], out: Path) -> int:

@@ -30,6 +30,13 @@ class QueueStatus(BaseModel):
     dead_letters: int = Field(description="Messages given up on (`<queue>.XQ`); see GET /dead-letters.")
 
 
+class SinkFaultOut(BaseModel):
+    worker: str = Field(description="`host:pid` of the worker process.")
+    reason: str = Field(description="What the disk said, e.g. `OSError: [Errno 28] No space left on device`.")
+    since: float = Field(description="When it began, epoch seconds.")
+    waiting: int = Field(description="Messages the worker holds until it can write them.")
+
+
 class Status(BaseModel):
     queues: dict[str, QueueStatus] = Field(description="Empty when RabbitMQ is unreachable.")
     workers: Optional[int] = Field(description="Worker processes consuming the ingest queue, on every host.")
@@ -40,6 +47,10 @@ class Status(BaseModel):
     retries: Optional[int] = Field(description="Failed attempts that were retried.")
     dead_lettered: Optional[int] = Field(description="Messages dead-lettered after their last retry.")
     messages_per_second: Optional[float] = Field(description="Messages written per second, last 5 s (2 s ago).")
+    sink_faults: Optional[list[SinkFaultOut]] = Field(
+        description="Workers that cannot write the CSV now (disk full, I/O error, read-only, permissions): "
+        "they hold their messages and retry, spending none of their retries, and resume by themselves. "
+        "Empty while every worker writes.")
     rabbitmq: str = Field(description="`ok`, or why the queue figures are missing.")
     redis: str = Field(description="`ok`, or why the totals are missing (null).")
 
@@ -61,6 +72,7 @@ class Status(BaseModel):
                     "retries": 5,
                     "dead_lettered": 1,
                     "messages_per_second": 712.4,
+                    "sink_faults": [],
                     "rabbitmq": "ok",
                     "redis": "ok",
                 }

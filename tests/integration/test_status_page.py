@@ -159,6 +159,7 @@ def test_the_page_shows_the_numbers_of_the_api_and_keeps_them_live(loaded_stack,
     assert float(visible) == shown["rows-written"], "the number people see is the same"
     assert "alert" in (page.get_attribute("#dead-letters", "class") or ""), "dead letters are flagged"
     assert page.inner_text("#rabbitmq") == "ok" and page.inner_text("#redis") == "ok"
+    assert page.inner_text("#sink") == "ok"  # no worker is waiting out its disk
 
     # Live: more rows arrive and the page follows, without a reload.
     more = random_payload(random.Random(99), frame_bytes=64)

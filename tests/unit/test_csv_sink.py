@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.csv_sink import CsvSink, DurableCsvFile, ForeignCsvError, PendingAppend, merge_shards
 from pipeline.rows import HEADER_BYTES, encode_rows, read_csv
+from tests.support.waiting import wait_for
 
 
 def body(rng: random.Random, preds: int | None = None) -> dict:
@@ -209,3 +210,81 @@ def test_the_observer_hears_rows_written_duplicates_and_fsync_time(tmp_path):
     assert sum(report.messages_written for report in reports) == 1
     assert sum(report.duplicates for report in reports) == 1
     assert reports[0].fsync_seconds > 0
+
+
+# -- a disk that refuses writes -------------------------------------------------------------
+
+
+class FillingDisk:
+    """Stands in for os.writev. The first write waits for `go` (so the next batch gathers several
+    messages), then `failures` writes put half their bytes down and raise ENOSPC."""
+
+    def __init__(self, failures: int, go: threading.Event):
+        self.failures = failures
+        self.go = go
+        self.calls = 0
+        self.real = os.writev
+
+    def __call__(self, fd: int, buffers):
+        self.calls += 1
+        if self.calls == 1:
+            self.go.wait(10)
+        elif self.failures > 0:
+            self.failures -= 1
+            data = b"".join(bytes(buffer) for buffer in buffers)
+            self.real(fd, [data[: len(data) // 2]])
+            raise OSError(28, "No space left on device")
+        return self.real(fd, buffers)
+
+
+def test_a_full_disk_is_waited_out_and_every_message_written_once_as_its_own(tmp_path, monkeypatch):
+    import pipeline.csv_sink as csv_sink
+
+    sink = CsvSink(tmp_path / "data.csv", retry_max_seconds=0.05)
+    append(sink, "before", body(random.Random(0), preds=2))
+    faults = []
+    sink.fault_observers.append(faults.append)
+    go = threading.Event()
+    monkeypatch.setattr(csv_sink.os, "writev", FillingDisk(failures=3, go=go))
+
+    payloads = {f"m-{n}": body(random.Random(n), preds=3) for n in range(8)}
+    answers = {}
+    threads = [threading.Thread(target=lambda mid=mid, p=p: answers.__setitem__(mid, append(sink, mid, p)))
+               for mid, p in payloads.items()]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: sink._queue.qsize() == len(payloads) - 1, timeout=10, what="the others to queue up")
+    go.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    # No appender saw an error, and each was told its rows were written (not "duplicate"), even
+    # those a failed try had already put down whole.
+    assert answers == {mid: True for mid in payloads}
+    assert_exactly(tmp_path / "data.csv", {"before": 2, **{mid: 3 for mid in payloads}})
+    reasons = [fault.reason for fault in faults if fault is not None]
+    assert reasons and all("Errno 28" in reason for reason in reasons)
+    assert faults[-1] is None and sink.fault is None
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), OSError(30, "Read-only file system"),
+                                   PermissionError(13, "Permission denied"),
+                                   sqlite3.OperationalError("database or disk is full")])
+def test_disk_errors_are_faults_of_the_disk(error):
+    from pipeline.csv_sink import disk_fault
+
+    assert disk_fault(error)
+
+
+@pytest.mark.parametrize("error", [ValueError("bad"), OSError(9, "Bad file descriptor"),
+                                   sqlite3.OperationalError("no such table: messages")])
+def test_other_errors_are_not(error):
+    from pipeline.csv_sink import disk_fault
+
+    assert disk_fault(error) is None
+
+
+def test_an_error_that_is_not_the_disks_still_reaches_the_appender(tmp_path):
+    (tmp_path / "data.csv").write_text("someone,else\r\n")
+    with pytest.raises(ForeignCsvError):
+        append(CsvSink(tmp_path / "data.csv"), "m-1", body(random.Random(1)))
