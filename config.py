@@ -151,7 +151,21 @@ class Settings(BaseSettings):
         description="The model workers add the sample dataset `churn.csv` and model `iris-sample` when they "
         "are missing, so every example in /docs works on a fresh stack.",
     )
-    train_time_limit_seconds: int = Field(900, ge=1, description="Longest a training may run.")
+    train_time_limit_seconds: int = Field(
+        900, ge=1, description="Longest a training may run; one that takes longer ends `failed`, without retries."
+    )
+    max_train_estimators: int = Field(1000, ge=1, description="Largest `n_estimators` a training may ask for.")
+    max_train_depth: int = Field(100, ge=1, description="Largest `max_depth` a training may ask for.")
+    max_train_iterations: int = Field(100_000, ge=1, description="Largest `max_iter` a training may ask for.")
+    max_dataset_rows: int = Field(1_000_000, ge=10, description="Most rows of a dataset a training reads.")
+    max_dataset_features: int = Field(1000, ge=1, description="Most feature columns of a dataset.")
+    max_dataset_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest CSV file in DATASET_DIR a training reads."
+    )
+    train_n_jobs: int = Field(
+        1, ge=1, description="Processes one training or prediction may use (scikit-learn's n_jobs): set by the "
+        "worker, never by the request."
+    )
     max_predict_inputs: int = Field(1000, ge=1, description="Most inputs per POST /tasks/predict.")
 
     log_level: str = Field("INFO", description="loguru level: DEBUG, INFO, WARNING, ...")

@@ -7,10 +7,11 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 from loguru import logger
 
 from actors import PREDICTIONS_QUEUE, TRAINING_QUEUE, lifecycle, settings
-from pipeline.model_store import ModelNotFound, ModelStore, open_store
+from pipeline.model_store import ModelNotFound, ModelStore, TamperedArtifact, open_store
 from pipeline.training import TrainingInputError
 
 
@@ -22,7 +23,9 @@ def store() -> ModelStore:
 @dramatiq.actor(
     queue_name=TRAINING_QUEUE,
     time_limit=settings.train_time_limit_seconds * 1000,
-    throws=(TrainingInputError,),  # bad input fails at once; other errors (the store) are retried
+    # Bad input fails at once, and so does a training over its time limit (it would be as long
+    # again); other errors (the store) are retried.
+    throws=(TrainingInputError, TimeLimitExceeded),
 )
 def train_model(model: str, dataset: str, target: str | None, params: dict[str, Any]) -> dict[str, Any]:
     """Fit, evaluate on a held-out split, store artifact and metrics under this message's id."""
@@ -32,7 +35,8 @@ def train_model(model: str, dataset: str, target: str | None, params: dict[str, 
 
     model_id = CurrentMessage.get_current_message().message_id
     lifecycle.report_progress({"step": "training"})
-    artifact, metrics = training.train(model, dataset, target, params, settings.dataset_dir)
+    artifact, metrics = training.train(model, dataset, target, params, settings.dataset_dir,
+                                       limits=training.TrainingLimits.from_settings(settings))
     metrics |= {"model_id": model_id, "created_at": int(time.time() * 1000)}
     lifecycle.report_progress({"step": "storing"})
     uri = store().save(model_id, artifact, metrics | {"artifact_uri": store().uri(model_id)})
@@ -48,12 +52,12 @@ def _loaded(model_id: str) -> dict[str, Any]:
     return training.load_artifact(store().artifact(model_id))
 
 
-@dramatiq.actor(queue_name=PREDICTIONS_QUEUE, throws=(TrainingInputError,))
+@dramatiq.actor(queue_name=PREDICTIONS_QUEUE, throws=(TrainingInputError, TamperedArtifact))
 def predict(model_id: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
     from pipeline import training
 
     try:
-        loaded = _loaded(model_id)
+        loaded = _loaded(model_id)  # the store checks the id and the artifact's sha256 first
     except ModelNotFound:
         raise TrainingInputError(f"no model {model_id} in the model store") from None
     return {"model_id": model_id, **training.predict(loaded, inputs)}

@@ -6,11 +6,20 @@ its inputs). `metrics.json` is written last, so a model is listed only once
 it is whole; a training that died half-way leaves nothing listable. The id is
 the training message's id: a redelivered training rewrites the same model,
 two different trainings can never write over each other.
+
+Loading an artifact unpickles it, which runs whatever it holds, so nothing is
+loaded that the store did not write: an id must match MODEL_ID_PATTERN (no
+path can escape the store's root, whoever published the message), and
+`metrics.json` records the artifact's sha256, which is checked before the
+bytes reach joblib. An artifact that differs, or has no recorded sha256, is
+refused (TamperedArtifact).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +32,37 @@ ARTIFACT = "model.joblib"
 METRICS = "metrics.json"
 
 
+MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
 class ModelNotFound(LookupError):
     pass
+
+
+class TamperedArtifact(ValueError):
+    """The artifact is not what the store wrote (its sha256 differs or was never recorded)."""
+
+
+def checked_id(model_id: str) -> str:
+    """A model id as the API accepts it; anything else (a path, `..`) names no model."""
+    if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id):
+        raise ModelNotFound(f"{model_id!r} is not a model id")
+    return model_id
+
+
+def sealed(artifact: bytes, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics to store beside an artifact: with its sha256."""
+    return {**metrics, "artifact_sha256": hashlib.sha256(artifact).hexdigest()}
+
+
+def verified(model_id: str, artifact: bytes, metrics: dict[str, Any]) -> bytes:
+    """The artifact, if it is the one its metrics describe; else TamperedArtifact."""
+    expected = metrics.get("artifact_sha256")
+    if not expected:
+        raise TamperedArtifact(f"model {model_id} has no recorded sha256 (stored by an older version?); train it again")
+    if hashlib.sha256(artifact).hexdigest() != expected:
+        raise TamperedArtifact(f"model {model_id}: the artifact's sha256 is not the one recorded when it was stored")
+    return artifact
 
 
 class StoreUnavailable(RuntimeError):
@@ -54,25 +92,33 @@ class LocalModelStore:
     def __init__(self, root: Path):
         self.root = Path(root)
 
+    def _folder(self, model_id: str) -> Path:
+        folder = self.root / checked_id(model_id)
+        if folder.resolve().parent != self.root.resolve():  # (a symlink planted in the store, say)
+            raise ModelNotFound(f"{model_id!r} is not under the model store")
+        return folder
+
     def uri(self, model_id: str) -> str:
-        return (self.root / model_id / ARTIFACT).resolve().as_uri()
+        return (self.root / checked_id(model_id) / ARTIFACT).resolve().as_uri()
 
     def save(self, model_id: str, artifact: bytes, metrics: dict[str, Any]) -> str:
-        folder = self.root / model_id
-        folder.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        folder = self._folder(model_id)
+        folder.mkdir(exist_ok=True)
         _write_atomically(folder / ARTIFACT, artifact)
-        _write_atomically(folder / METRICS, orjson.dumps(metrics))
+        _write_atomically(folder / METRICS, orjson.dumps(sealed(artifact, metrics)))
         return self.uri(model_id)
 
     def artifact(self, model_id: str) -> bytes:
-        self.metrics(model_id)  # whole models only
+        metrics = self.metrics(model_id)  # whole models only
         with _reading(model_id, OSError):
-            return (self.root / model_id / ARTIFACT).read_bytes()
+            artifact = (self._folder(model_id) / ARTIFACT).read_bytes()
+        return verified(model_id, artifact, metrics)
 
     def metrics(self, model_id: str) -> dict[str, Any]:
         with _reading(model_id, OSError):
             try:
-                return orjson.loads((self.root / model_id / METRICS).read_bytes())
+                return orjson.loads((self._folder(model_id) / METRICS).read_bytes())
             except (FileNotFoundError, NotADirectoryError):
                 raise ModelNotFound(model_id) from None
 
@@ -113,6 +159,7 @@ class S3ModelStore:
         self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
 
     def _key(self, model_id: str, name: str) -> str:
+        model_id = checked_id(model_id)
         return f"{self.prefix}/{model_id}/{name}" if self.prefix else f"{model_id}/{name}"
 
     def uri(self, model_id: str) -> str:
@@ -121,7 +168,7 @@ class S3ModelStore:
     def save(self, model_id: str, artifact: bytes, metrics: dict[str, Any]) -> str:
         self.client.put_object(Bucket=self.bucket, Key=self._key(model_id, ARTIFACT), Body=artifact)
         self.client.put_object(
-            Bucket=self.bucket, Key=self._key(model_id, METRICS), Body=orjson.dumps(metrics),
+            Bucket=self.bucket, Key=self._key(model_id, METRICS), Body=orjson.dumps(sealed(artifact, metrics)),
             ContentType="application/json",
         )
         return self.uri(model_id)
@@ -134,8 +181,8 @@ class S3ModelStore:
                 raise ModelNotFound(key) from None
 
     def artifact(self, model_id: str) -> bytes:
-        self.metrics(model_id)
-        return self._get(self._key(model_id, ARTIFACT))
+        metrics = self.metrics(model_id)
+        return verified(model_id, self._get(self._key(model_id, ARTIFACT)), metrics)
 
     def metrics(self, model_id: str) -> dict[str, Any]:
         return orjson.loads(self._get(self._key(model_id, METRICS)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,39 @@ import numpy as np
 
 BUILT_IN_DATASETS = ("iris", "wine", "breast_cancer")
 MODELS = ("logistic_regression", "random_forest")
+
+
+@dataclass(frozen=True)
+class TrainingLimits:
+    """What one training may cost (config.py's MAX_TRAIN_*, MAX_DATASET_*, TRAIN_N_JOBS).
+
+    scikit-learn checks a parameter's type and range, not its cost: `n_estimators=10**9` is a valid
+    forest, and `n_jobs=-1` takes every core of the worker's host. These bounds come from the
+    operator's configuration; `n_jobs` is the worker's to set, not the request's.
+    """
+
+    max_estimators: int = 1000
+    max_depth: int = 100
+    max_iterations: int = 100_000
+    max_rows: int = 1_000_000
+    max_features: int = 1000
+    max_bytes: int = 256 * 1024 * 1024
+    n_jobs: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "TrainingLimits":
+        return cls(settings.max_train_estimators, settings.max_train_depth, settings.max_train_iterations,
+                   settings.max_dataset_rows, settings.max_dataset_features, settings.max_dataset_bytes,
+                   settings.train_n_jobs)
+
+    def bounded_parameters(self) -> dict[str, tuple[int, str]]:
+        return {"n_estimators": (self.max_estimators, "MAX_TRAIN_ESTIMATORS"),
+                "max_depth": (self.max_depth, "MAX_TRAIN_DEPTH"),
+                "max_iter": (self.max_iterations, "MAX_TRAIN_ITERATIONS")}
+
+
+#: Parameters that are the worker's, never the request's.
+WORKER_PARAMETERS = ("n_jobs",)
 
 
 class TrainingInputError(ValueError):
@@ -32,7 +66,7 @@ class TrainingInputError(ValueError):
         self.field = field
 
 
-def _estimator(model: str, params: dict[str, Any]):
+def _estimator(model: str, params: dict[str, Any], limits: TrainingLimits):
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
 
@@ -45,12 +79,24 @@ def _estimator(model: str, params: dict[str, Any]):
     unknown = sorted(set(params) - set(estimator.get_params(deep=False)))
     if unknown:
         raise TrainingInputError(f"unknown parameters for {model}: {', '.join(unknown)}", "params")
-    return estimator.set_params(**params)
+    worker_owned = sorted(set(params) & set(WORKER_PARAMETERS))
+    if worker_owned:
+        raise TrainingInputError(f"{', '.join(worker_owned)} is set by the worker (TRAIN_N_JOBS), not by a request",
+                                 "params")
+    for name, (bound, setting) in limits.bounded_parameters().items():
+        value = params.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > bound:
+            raise TrainingInputError(f"{name} is {value}; the most allowed is {bound} ({setting})", "params")
+    estimator.set_params(**params)
+    if isinstance(estimator, RandomForestClassifier):  # (LogisticRegression's n_jobs has no effect)
+        estimator.set_params(n_jobs=limits.n_jobs)
+    return estimator
 
 
-def check_training_request(model: str, dataset: str, params: dict[str, Any], dataset_dir: Path) -> None:
+def check_training_request(model: str, dataset: str, params: dict[str, Any], dataset_dir: Path,
+                           limits: TrainingLimits = TrainingLimits()) -> None:
     """Raise TrainingInputError for what can be known wrong before training."""
-    estimator = _estimator(model, params)
+    estimator = _estimator(model, params, limits)
     validate = getattr(estimator, "_validate_params", None)  # scikit-learn's own check of values
     if validate is not None:
         try:
@@ -58,10 +104,10 @@ def check_training_request(model: str, dataset: str, params: dict[str, Any], dat
         except (ValueError, TypeError) as error:
             raise TrainingInputError(str(error), "params") from None
     if dataset not in BUILT_IN_DATASETS:
-        dataset_path(dataset, dataset_dir)
+        dataset_path(dataset, dataset_dir, limits)
 
 
-def dataset_path(dataset: str, dataset_dir: Path) -> Path:
+def dataset_path(dataset: str, dataset_dir: Path, limits: TrainingLimits = TrainingLimits()) -> Path:
     """A CSV dataset, which must lie inside DATASET_DIR (no reading of arbitrary files)."""
     root = dataset_dir.resolve()
     path = (root / dataset).resolve()
@@ -73,10 +119,15 @@ def dataset_path(dataset: str, dataset_dir: Path) -> Path:
         )
     if not path.is_file():
         raise TrainingInputError(f"dataset {dataset!r} not found in DATASET_DIR", "dataset")  # its path is the server's
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise TrainingInputError(f"dataset {dataset!r} is {size} bytes; the most allowed is {limits.max_bytes} "
+                                 "(MAX_DATASET_BYTES)", "dataset")
     return path
 
 
-def load_dataset(dataset: str, target: str | None, dataset_dir: Path) -> tuple[Any, Any, list[str], str]:
+def load_dataset(dataset: str, target: str | None, dataset_dir: Path,
+                 limits: TrainingLimits = TrainingLimits()) -> tuple[Any, Any, list[str], str]:
     """(features, labels, feature names, target name)."""
     if dataset in BUILT_IN_DATASETS:
         from sklearn import datasets
@@ -86,7 +137,14 @@ def load_dataset(dataset: str, target: str | None, dataset_dir: Path) -> tuple[A
     else:
         import pandas as pd
 
-        frame = pd.read_csv(dataset_path(dataset, dataset_dir))
+        # One row past the bound is enough to know it is over; the rest is never read.
+        frame = pd.read_csv(dataset_path(dataset, dataset_dir, limits), nrows=limits.max_rows + 1)
+    if len(frame) > limits.max_rows:
+        raise TrainingInputError(f"dataset {dataset!r} has more than {limits.max_rows} rows (MAX_DATASET_ROWS)",
+                                 "dataset")
+    if len(frame.columns) - 1 > limits.max_features:
+        raise TrainingInputError(f"dataset {dataset!r} has {len(frame.columns) - 1} feature columns; the most "
+                                 f"allowed is {limits.max_features} (MAX_DATASET_FEATURES)", "dataset")
     if not target or target not in frame.columns:
         columns = ", ".join(map(str, frame.columns))
         raise TrainingInputError(f"target column {target!r} not in the dataset; columns: {columns}", "target")
@@ -96,14 +154,14 @@ def load_dataset(dataset: str, target: str | None, dataset_dir: Path) -> tuple[A
 
 def train(
     model: str, dataset: str, target: str | None, params: dict[str, Any], dataset_dir: Path,
-    test_size: float = 0.25, random_state: int = 0,
+    test_size: float = 0.25, random_state: int = 0, limits: TrainingLimits = TrainingLimits(),
 ) -> tuple[bytes, dict[str, Any]]:
     """Fit on a stratified split, evaluate on the held-out part; (artifact bytes, metrics)."""
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import train_test_split
 
-    estimator = _estimator(model, params)
-    x, y, features, target = load_dataset(dataset, target, dataset_dir)
+    estimator = _estimator(model, params, limits)
+    x, y, features, target = load_dataset(dataset, target, dataset_dir, limits)
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_size, random_state=random_state, stratify=y
     )

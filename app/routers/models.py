@@ -54,7 +54,9 @@ def _refuse(field: str, message: str, error_type: str) -> HTTPException:
 def _check_training(request: TrainRequest) -> None:
     from pipeline import training  # scikit-learn is imported on first use, not at API start
 
-    training.check_training_request(request.model, request.dataset, request.params, get_settings().dataset_dir)
+    settings = get_settings()
+    training.check_training_request(request.model, request.dataset, request.params, settings.dataset_dir,
+                                    training.TrainingLimits.from_settings(settings))
 
 
 def _check_prediction(request: PredictRequest) -> None:

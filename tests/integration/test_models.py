@@ -182,6 +182,16 @@ def moto_s3(tmp_path_factory):
         server.wait(10)
 
 
+def test_a_training_over_its_time_limit_fails_at_once_without_retries(tmp_path):
+    with model_stack(tmp_path, "timelimit", train_time_limit_seconds="1") as stack:
+        message_id = submit(stack, "/tasks/train", {"model": "random_forest", "dataset": "breast_cancer",
+                                                    "params": {"n_estimators": 1000}})
+        status = finished(stack, message_id, timeout=60)
+        assert status["state"] == "failed" and status["attempts"] == 1, status
+        assert "TimeLimitExceeded" in status["last_error"]
+        assert message_id not in {model["model_id"] for model in stack.http.get("/models").json()["models"]}
+
+
 def test_an_s3_model_store_holds_the_artifacts(tmp_path, moto_s3, monkeypatch):
     import boto3
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from pipeline import training
-from pipeline.model_store import LocalModelStore, ModelNotFound, S3ModelStore, StoreUnavailable, open_store
+from pipeline.model_store import (
+    LocalModelStore, ModelNotFound, S3ModelStore, StoreUnavailable, TamperedArtifact, open_store,
+)
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
@@ -181,3 +184,84 @@ def test_the_api_answers_503_with_retry_after_while_the_store_cannot_be_read(mon
     response = TestClient(create_app()).request(method, path, json=body)
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
     assert "model store unavailable" in response.json()["detail"]
+
+
+# -- bounds, ids and integrity ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("params", "words"), [
+    ({"n_estimators": 1_000_000_000}, "MAX_TRAIN_ESTIMATORS"),
+    ({"max_depth": 10_000}, "MAX_TRAIN_DEPTH"),
+    ({"n_jobs": -1}, "set by the worker"),
+])
+def test_a_training_cannot_ask_for_more_than_the_operator_allows(tmp_path, params, words):
+    with pytest.raises(training.TrainingInputError, match=words) as refused:
+        training.check_training_request("random_forest", "iris", params, tmp_path)
+    assert refused.value.field == "params"
+    with pytest.raises(training.TrainingInputError, match="MAX_TRAIN_ITERATIONS"):
+        training.check_training_request("logistic_regression", "iris", {"max_iter": 10**12}, tmp_path)
+
+
+def test_the_worker_sets_n_jobs(iris_model):
+    limits = training.TrainingLimits(n_jobs=2)
+    artifact, _ = training.train("random_forest", "iris", None, {"n_estimators": 3}, Path("/nonexistent"),
+                                 limits=limits)
+    assert training.load_artifact(artifact)["estimator"].n_jobs == 2
+
+
+def test_a_dataset_over_its_bounds_is_refused_naming_the_setting(tmp_path):
+    (tmp_path / "wide.csv").write_text(",".join(f"f{i}" for i in range(6)) + ",y\n" + "1," * 6 + "a\n")
+    (tmp_path / "long.csv").write_text("a,y\n" + "1,x\n" * 30)
+    small = training.TrainingLimits(max_rows=20, max_features=5, max_bytes=10_000)
+    with pytest.raises(training.TrainingInputError, match="MAX_DATASET_FEATURES"):
+        training.load_dataset("wide.csv", "y", tmp_path, small)
+    with pytest.raises(training.TrainingInputError, match="MAX_DATASET_ROWS"):
+        training.load_dataset("long.csv", "y", tmp_path, small)
+    with pytest.raises(training.TrainingInputError, match="MAX_DATASET_BYTES"):
+        training.check_training_request("logistic_regression", "long.csv", {}, tmp_path,
+                                        training.TrainingLimits(max_bytes=100))
+
+
+@pytest.mark.parametrize("model_id", ["/some/dir", "../outside", "a/b", "", "x" * 65])
+def test_a_model_id_that_is_not_one_names_no_model_even_from_the_queue(tmp_path, model_id):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "metrics.json").write_text("{}")
+    store = LocalModelStore(tmp_path / "models")
+    with pytest.raises(ModelNotFound):
+        store.artifact(model_id)
+
+
+def test_an_artifact_that_is_not_the_one_stored_is_refused_and_never_unpickled(tmp_path, iris_model, monkeypatch):
+    import io
+
+    import joblib
+
+    import actors.models
+
+    canary = tmp_path / "unpickled"
+
+    class Trap:
+        def __reduce__(self):
+            return (Path.touch, (canary,))
+
+    store = LocalModelStore(tmp_path / "models")
+    store.save("m-1", iris_model[0], {"model_id": "m-1", "features": FEATURES})
+    assert store.metrics("m-1")["artifact_sha256"]
+    buffer = io.BytesIO()
+    joblib.dump(Trap(), buffer)
+    (tmp_path / "models" / "m-1" / "model.joblib").write_bytes(buffer.getvalue())
+    monkeypatch.setattr(actors.models, "store", lambda: store)
+    actors.models._loaded.cache_clear()
+    with pytest.raises(TamperedArtifact):
+        actors.models.predict.fn("m-1", [dict(zip(FEATURES, [5.1, 3.5, 1.4, 0.2]))])
+    assert not canary.exists(), "the tampered artifact was never unpickled"
+    assert TamperedArtifact in actors.models.predict.options["throws"], "refused for good, not retried"
+
+    # A model stored without a sha256 (by an older version) is refused too.
+    metrics = store.metrics("m-1")
+    del metrics["artifact_sha256"]
+    (tmp_path / "models" / "m-1" / "metrics.json").write_bytes(orjson.dumps(metrics))
+    with pytest.raises(TamperedArtifact, match="no recorded sha256"):
+        store.artifact("m-1")
+    actors.models._loaded.cache_clear()
