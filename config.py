@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     # Retries (Dramatiq's Retries middleware). The backoff stays far below RabbitMQ's
     # 30-minute consumer_timeout, which would close a channel holding a delayed message longer.
     max_retries: int = Field(5, ge=0, description="Retries before a failing message is dead-lettered.")
+    max_deliveries: int = Field(
+        5, ge=0,
+        description="Deliveries of a message whose worker died while running it (an OOM kill, a segfault) "
+        "before it is dead-lettered as 'worker died N times'; 0: no limit.",
+    )
     min_backoff_ms: int = Field(1_000, ge=0)
     max_backoff_ms: int = Field(60_000, ge=0)
 

@@ -34,6 +34,7 @@ from dramatiq.middleware.prometheus import Prometheus  # noqa: E402
 from dramatiq.results import Results  # noqa: E402
 
 from actors.dead_letters import DeadLetterReasons  # noqa: E402
+from actors.deliveries import DeliveryLimit  # noqa: E402
 from actors.encoding import OrjsonEncoder  # noqa: E402
 from actors.log_context import LogContext  # noqa: E402
 from actors.message_status import MessageLifecycle, StatusResultBackend, StatusWriter  # noqa: E402
@@ -72,6 +73,8 @@ def build_broker(
     """
     middleware = [
         Prometheus(),
+        # First: a message that has killed its worker MAX_DELIVERIES times is failed before anything runs.
+        DeliveryLimit(settings.redis_url, namespace_for(settings.rabbitmq_url), settings.max_deliveries),
         # Before Retries in this list, so its after-hooks run after Retries' (they run in reverse).
         SharedStats(settings.redis_url, namespace_for(settings.rabbitmq_url)),
         AgeLimit(),

@@ -30,6 +30,7 @@ from dramatiq.results.result import unwrap_result
 from dramatiq.middleware import CurrentMessage, Middleware
 from loguru import logger
 
+from actors.deliveries import WorkerDied
 from actors.stats import redis_client
 
 FLUSH_INTERVAL_SECONDS = 0.02
@@ -282,7 +283,7 @@ class MessageLifecycle(Middleware):
         )
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
-        if exception is None:
+        if exception is None and not message.failed:  # (failed without an exception: DeliveryLimit)
             self.writer.record(message.message_id, {"state": SUCCEEDED, "finished_at": _now_ms()})
         elif not message.failed:
             self.writer.record(message.message_id, {"state": RETRYING, "last_error": _error_text(exception)})
@@ -296,8 +297,9 @@ class MessageLifecycle(Middleware):
             max_retries = message.options.get("max_retries", actor.options.get("max_retries", self.max_retries))
         except Exception:  # an actor this worker does not know: Dramatiq rejects it
             max_retries = self.max_retries
-        # Retries counts the failure before giving up: past the limit means retries ran out.
-        state = DEAD_LETTERED if retries > max_retries else FAILED
+        # Retries counts the failure before giving up: past the limit means retries ran out. A message
+        # that killed its workers too often is dead-lettered too (it would be retried if it could).
+        state = DEAD_LETTERED if retries > max_retries or isinstance(error, WorkerDied) else FAILED
         self.writer.record(
             message.message_id,
             {"state": state, "last_error": _error_text(error), "finished_at": _now_ms(),
