@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     max_xlsx_unpacked_bytes: int = Field(
         1024 * 1024 * 1024, ge=1024, description="Largest uncompressed size of an uploaded workbook (zip bombs)."
     )
+    max_xlsx_entries: int = Field(
+        1000, ge=10, description="Most files inside an uploaded workbook (a zip); checked before its directory is read."
+    )
     max_xlsx_strings_bytes: int = Field(
         128 * 1024 * 1024,
         ge=1024,

@@ -336,7 +336,8 @@ def _reader(file: BinaryIO, kind: str, settings: Settings, progress: ReadProgres
     if kind == "xlsx":
         return read_xlsx_payloads(file, max_preds=settings.max_preds,
                                   max_unpacked_bytes=settings.max_xlsx_unpacked_bytes,
-                                  max_strings_bytes=settings.max_xlsx_strings_bytes, progress=progress)
+                                  max_strings_bytes=settings.max_xlsx_strings_bytes, progress=progress,
+                                  max_entries=settings.max_xlsx_entries, max_payload_bytes=settings.max_body_bytes)
     return read_ndjson_payloads(file, max_line_bytes=settings.max_body_bytes, progress=progress)
 
 

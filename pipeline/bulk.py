@@ -20,6 +20,7 @@ Problems are reported in the shape of the API's 422 entries
 from __future__ import annotations
 
 import csv
+import struct
 import uuid
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -130,11 +131,15 @@ class _RowDecoder:
 class _Group:
     """Consecutive rows of one payload, and what was wrong with them."""
 
-    def __init__(self, row: _Row, key: tuple, max_preds: int):
+    #: What one pred adds to a POST /api body besides its cells (field names, quotes, commas).
+    PRED_OVERHEAD_BYTES = 64
+
+    def __init__(self, row: _Row, key: tuple, max_preds: int, max_payload_bytes: int | None = None):
         self.key = key
         self.first = row
         self.last_line = row.last_line
         self.max_preds = max_preds
+        self.max_payload_bytes = max_payload_bytes
         self.rows: list[_Row] = []
         self.row_count = 0
         self.size = 0
@@ -145,12 +150,17 @@ class _Group:
     def complete(self) -> bool:
         return self.expected is not None and self.row_count >= self.expected
 
+    @property
+    def too_large(self) -> bool:
+        return self.max_payload_bytes is not None and self.size > self.max_payload_bytes
+
     def add(self, row: _Row) -> None:
         self.row_count += 1
         self.last_line = row.last_line
-        if self.row_count <= self.max_preds:  # past the limit the payload is refused: keep no more rows
+        # Past a limit the payload is refused: keep no more rows (memory stays one body's worth).
+        if self.row_count <= self.max_preds and not self.too_large:
             self.rows.append(row)
-            self.size += row.size
+            self.size += row.size + self.PRED_OVERHEAD_BYTES
 
     def finish(self) -> FilePayload:
         cells = self.first.cells
@@ -163,6 +173,11 @@ class _Group:
         if self.row_count > self.max_preds:
             errors.append(problem("pred_count", f"{self.row_count} rows for one payload; at most {self.max_preds} "
                                   "preds are allowed (MAX_PREDS)", "too_long"))
+            return result
+        if self.too_large:  # one broker message, like a POST /api body: the same bound
+            errors.append(problem("body", f"lines {self.first.line}-{self.last_line} make a payload of over "
+                                  f"{self.max_payload_bytes} bytes; POST /api takes at most that (MAX_BODY_BYTES)",
+                                  "too_large"))
             return result
         preds, lines = [], []
         for position, row in enumerate(self.rows):
@@ -245,6 +260,7 @@ def group_rows(
     *,
     max_preds: int,
     progress: ReadProgress,
+    max_payload_bytes: int | None = None,
 ) -> Iterator[FilePayload]:
     """Payloads from records of text cells as `(first line, last line, cells)`, in file order.
 
@@ -278,7 +294,7 @@ def group_rows(
             yield current.finish()
             current = None
         if current is None:
-            current = _Group(row, key, max_preds)
+            current = _Group(row, key, max_preds, max_payload_bytes)
         else:
             current.add(row)
         if current.complete:  # pred_count rows: done, without waiting for the next row
@@ -302,11 +318,13 @@ def read_csv_payloads(
     """
     if csv.field_size_limit() < max_line_bytes:
         csv.field_size_limit(max_line_bytes)  # the default (128 KiB) is less than one image_frame may be
-    reader = csv.reader(_utf8_lines(file, max_line_bytes))
+    lines = _RecordBoundedLines(file, max_line_bytes)
+    reader = csv.reader(lines)
     header = _next_record(reader)
     if header is None:
         raise UnreadableFile("the file is empty; line 1 must be the header", kind="header", line=1)
-    yield from group_rows(_records(reader), header, max_preds=max_preds, progress=progress)
+    yield from group_rows(_records(reader, lines), header, max_preds=max_preds, progress=progress,
+                          max_payload_bytes=max_line_bytes)
 
 
 def _next_record(reader) -> list[str] | None:
@@ -318,7 +336,7 @@ def _next_record(reader) -> list[str] | None:
         raise UnreadableFile(f"line {reader.line_num}: {error}", kind="broken", line=reader.line_num) from None
 
 
-def _records(reader) -> Iterator[tuple[int, int, list[str]] | FilePayload]:
+def _records(reader, lines: "_RecordBoundedLines") -> Iterator[tuple[int, int, list[str]] | FilePayload]:
     last = reader.line_num
     while True:
         try:
@@ -329,7 +347,9 @@ def _records(reader) -> Iterator[tuple[int, int, list[str]] | FilePayload]:
             line = reader.line_num
             yield FilePayload(line, line, errors=[problem("row", f"line {line}: {error}", "csv_error")])
             last = line
+            lines.record_ended()
             continue
+        lines.record_ended()
         yield last + 1, reader.line_num, cells
         last = reader.line_num
 
@@ -348,6 +368,41 @@ def _lines(file: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes | None]]
         if number == 1 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]  # the byte-order mark spreadsheets and some editors put first
         yield number, line
+
+
+class _RecordBoundedLines:
+    """The file's lines for csv.reader, with a bound on the bytes of one *record*.
+
+    A quoted cell may span lines, so bounding lines alone bounds nothing: a
+    record of a thousand lines would be held whole by the reader. The bytes
+    since the last whole record are counted; past `max_bytes` reading stops.
+    """
+
+    def __init__(self, file: BinaryIO, max_bytes: int):
+        self._lines = _utf8_lines(file, max_bytes)
+        self.max_bytes = max_bytes
+        self._since_record = 0
+        self._first_line = 1
+        self._line = 0
+
+    def __iter__(self) -> "_RecordBoundedLines":
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._line += 1
+        self._since_record += len(line)
+        if self._since_record > self.max_bytes:
+            raise UnreadableFile(
+                f"the record starting at line {self._first_line} is longer than {self.max_bytes} bytes "
+                "(MAX_BODY_BYTES; a quoted cell that never ends?); reading stopped there",
+                kind="broken", line=self._first_line,
+            )
+        return line
+
+    def record_ended(self) -> None:
+        self._since_record = 0
+        self._first_line = self._line + 1
 
 
 def _utf8_lines(file: BinaryIO, max_bytes: int) -> Iterator[str]:
@@ -371,18 +426,25 @@ def _utf8_lines(file: BinaryIO, max_bytes: int) -> Iterator[str]:
 
 
 def read_xlsx_payloads(
-    file: BinaryIO, *, max_preds: int, max_unpacked_bytes: int, max_strings_bytes: int, progress: ReadProgress
+    file: BinaryIO, *, max_preds: int, max_unpacked_bytes: int, max_strings_bytes: int, progress: ReadProgress,
+    max_entries: int = 1000, max_payload_bytes: int | None = None,
 ) -> Iterator[FilePayload]:
     """Payloads from the first sheet of a workbook, its rows streamed (openpyxl read-only mode).
 
     The sheet's rows are parsed as they are read, but openpyxl loads the
     workbook's shared-strings table whole: its uncompressed size is checked
     first against `max_strings_bytes`, and the whole archive's against
-    `max_unpacked_bytes` (zip bombs). Cells are taken as text the way a CSV
-    holds them; formulas are read as their text, never evaluated.
+    `max_unpacked_bytes` (zip bombs). The shared strings are found the way
+    openpyxl finds them, by content type in `[Content_Types].xml`, not by name
+    (a renamed part would pass a check by name). The number of files in the
+    archive is read from its end record before the directory is parsed. Cells
+    are taken as text the way a CSV holds them; formulas are read as their
+    text, never evaluated. A payload assembled from rows obeys MAX_BODY_BYTES
+    (`max_payload_bytes`), like a POST /api body.
     """
     import openpyxl  # only uploads need it; keeps the API's import light
 
+    _check_entry_count(file, max_entries)
     _check_workbook_sizes(file, max_unpacked_bytes, max_strings_bytes)
     try:
         workbook = openpyxl.load_workbook(file, read_only=True, data_only=False)
@@ -399,7 +461,8 @@ def read_xlsx_payloads(
             header.pop()
         if not header:
             raise UnreadableFile("row 1 of the first sheet must be the header; it is empty", kind="header", line=1)
-        yield from group_rows(records, header, max_preds=max_preds, progress=progress)
+        yield from group_rows(records, header, max_preds=max_preds, progress=progress,
+                              max_payload_bytes=max_payload_bytes)
     finally:
         workbook.close()
 
@@ -418,19 +481,69 @@ def _sheet_records(rows: Iterator[tuple]) -> Iterator[tuple[int, int, list[str]]
         yield number, number, [_cell_text(value) for value in values]
 
 
+_END_OF_DIRECTORY = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_SHARED_STRINGS_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+#: `[Content_Types].xml` is a few KB in any real workbook; it is read whole to find the parts.
+_MAX_CONTENT_TYPES_BYTES = 1024 * 1024
+
+
+def _check_entry_count(file: BinaryIO, max_entries: int) -> None:
+    """Refuse an archive of more than `max_entries` files from its end record alone: zipfile would
+    parse a directory of 100,000 entries (and hold them all) before any other check could run."""
+    file.seek(0, 2)
+    size = file.tell()
+    file.seek(max(0, size - (22 + 65535)))  # the end record, after at most a 64 KiB comment
+    tail = file.read()
+    file.seek(0)
+    at = tail.rfind(_END_OF_DIRECTORY)
+    if at < 0 or len(tail) < at + 22:
+        raise UnreadableFile("not an XLSX workbook (it is not a zip archive)", kind="format")
+    entries = struct.unpack_from("<H", tail, at + 10)[0]
+    locator = tail.rfind(_ZIP64_LOCATOR, 0, at)
+    if entries == 0xFFFF and locator >= 0:  # zip64: the count is in the zip64 end record
+        offset = struct.unpack_from("<Q", tail, locator + 8)[0]
+        file.seek(offset)
+        record = file.read(56)
+        file.seek(0)
+        entries = struct.unpack_from("<Q", record, 32)[0] if len(record) == 56 else entries
+    if entries > max_entries:
+        raise UnreadableFile(f"the workbook holds {entries} files; the limit is {max_entries} (MAX_XLSX_ENTRIES)",
+                             kind="too_large")
+
+
+def _shared_strings_parts(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> set[str]:
+    """The archive's shared-strings parts: by content type, as openpyxl finds them, and by name."""
+    names = {m.filename for m in members if m.filename.lower().endswith("sharedstrings.xml")}
+    types = next((m for m in members if m.filename == "[Content_Types].xml"), None)
+    if types is None or types.file_size > _MAX_CONTENT_TYPES_BYTES:
+        return names
+    from xml.etree import ElementTree
+
+    try:
+        root = ElementTree.fromstring(archive.read(types))
+    except ElementTree.ParseError:
+        return names
+    for override in root:
+        if override.get("ContentType") == _SHARED_STRINGS_TYPE and override.get("PartName"):
+            names.add(override.get("PartName").lstrip("/"))
+    return names
+
+
 def _check_workbook_sizes(file: BinaryIO, max_unpacked_bytes: int, max_strings_bytes: int) -> None:
     try:
         with zipfile.ZipFile(file) as archive:
             members = archive.infolist()
+            unpacked = sum(member.file_size for member in members)
+            if unpacked > max_unpacked_bytes:
+                raise UnreadableFile(f"the workbook unpacks to {unpacked} bytes; the limit is {max_unpacked_bytes} "
+                                     "(MAX_XLSX_UNPACKED_BYTES)", kind="too_large")
+            parts = {name.lower() for name in _shared_strings_parts(archive, members)}
     except zipfile.BadZipFile:
         raise UnreadableFile("not an XLSX workbook (it is not a zip archive)", kind="format") from None
     finally:
         file.seek(0)
-    unpacked = sum(member.file_size for member in members)
-    if unpacked > max_unpacked_bytes:
-        raise UnreadableFile(f"the workbook unpacks to {unpacked} bytes; the limit is {max_unpacked_bytes} "
-                             "(MAX_XLSX_UNPACKED_BYTES)", kind="too_large")
-    strings = sum(m.file_size for m in members if m.filename.lower().endswith("sharedstrings.xml"))
+    strings = sum(m.file_size for m in members if m.filename.lower() in parts)
     if strings > max_strings_bytes:
         raise UnreadableFile(f"the workbook's shared strings are {strings} bytes; the limit is {max_strings_bytes} "
                              "(MAX_XLSX_STRINGS_BYTES); upload it as CSV, which streams", kind="too_large")

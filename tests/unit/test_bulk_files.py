@@ -307,3 +307,62 @@ def test_an_ndjson_line_over_the_limit_is_refused_alone():
     line = orjson.dumps(SEED_EXAMPLE)
     found, _ = read_ndjson_bytes(line + b"\n" + b"[" + b"1," * 5000 + b"1]\n" + line, max_line_bytes=len(line))
     assert [(item.line, [e["type"] for e in item.errors]) for item in found] == [(1, []), (2, ["too_large"]), (3, [])]
+
+
+# -- bounds on what one upload can make the API hold -------------------------------------------
+
+
+def test_a_quoted_cell_that_spans_many_lines_is_bounded_per_record_not_per_line():
+    """Each line is short, but an unclosed quote makes them all one record."""
+    data = service_csv((str(uuid.uuid4()), seed_with())) + b'"x,' + b"short line\r\n" * 2000
+    with pytest.raises(UnreadableFile) as stopped:
+        read_csv_bytes(data, max_line_bytes=10_000)
+    assert stopped.value.kind == "broken" and "record starting at line 3" in stopped.value.message
+
+
+def test_a_payload_assembled_from_rows_obeys_the_body_limit_of_post_api():
+    big = several_preds(20)
+    for pred in big["data"]["preds"]:
+        pred["image_frame"] = "QUJD" * 200  # 800 bytes each: every line is well under the limit
+    small = seed_with()
+    found, _ = read_csv_bytes(service_csv((str(uuid.uuid4()), big), (str(uuid.uuid4()), small)),
+                              max_line_bytes=5_000)
+    assert found[0].payload is None and [e["field"] for e in found[0].errors] == ["body"]
+    assert "MAX_BODY_BYTES" in found[0].errors[0]["message"]
+    assert found[1].payload == small, "the next payload is read as usual"
+
+
+def _with_renamed_shared_strings(size: int) -> bytes:
+    """A workbook whose shared strings are a part named xl/strs.xml: found by content type only."""
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(workbook_bytes(csv_rows(service_csv((str(uuid.uuid4()), seed_with()))))))
+    target = io.BytesIO()
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        for member in source.infolist():
+            content = source.read(member)
+            if member.filename == "[Content_Types].xml":
+                content = content.replace(b"</Types>", b'<Override PartName="/xl/strs.xml" ContentType="application/'
+                                          b'vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>')
+            out.writestr(member, content)
+        out.writestr("xl/strs.xml", b"<sst>" + b" " * size + b"</sst>")
+    return target.getvalue()
+
+
+def test_shared_strings_are_found_by_content_type_not_by_name():
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(_with_renamed_shared_strings(100_000), max_strings_bytes=50_000)
+    assert "MAX_XLSX_STRINGS_BYTES" in refused.value.message
+
+
+def test_an_archive_of_too_many_files_is_refused_before_its_directory_is_parsed(monkeypatch):
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for number in range(50):
+            archive.writestr(f"x/{number}.xml", b"")
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", lambda *a, **k: pytest.fail("the directory was parsed"))
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(out.getvalue(), max_entries=20)
+    assert refused.value.kind == "too_large" and "holds 50 files" in refused.value.message
