@@ -183,8 +183,12 @@ class BatchedStderr:
     def __init__(self) -> None:
         self._pending: list[str] = []
         self._size = 0
-        self._lock = threading.Lock()  # guards _pending
+        # Signal handlers log too (dramatiq's CLI on SIGTERM, in whichever thread holds these at that
+        # moment): `_lock` is reentrant, and a flush re-entered from a handler leaves its lines to the
+        # flush it interrupted or the next one, instead of waiting for itself forever.
+        self._lock = threading.RLock()  # guards _pending
         self._write_lock = threading.Lock()  # keeps batches in order
+        self._writing_thread: int | None = None
         self._owner_pid: int | None = None
         self._wake = threading.Event()
 
@@ -198,21 +202,30 @@ class BatchedStderr:
             self.flush()
 
     def flush(self) -> None:
+        if self._writing_thread == threading.get_ident():
+            return  # re-entered from a signal handler mid-write: those lines go out with the next flush
         with self._write_lock:
-            with self._lock:
-                if not self._pending:
-                    return
-                text = "".join(self._pending)
-                self._pending.clear()
-                self._size = 0
-            # Looked up each time: in dramatiq's workers sys.stderr is a pipe to the CLI's
-            # process, and tests swap it for a capture.
-            stream = sys.stderr
+            self._writing_thread = threading.get_ident()
             try:
-                stream.write(text)
-                stream.flush()
-            except (OSError, ValueError):  # a closed stream at exit: nowhere left to write
-                pass
+                self._write_pending()
+            finally:
+                self._writing_thread = None
+
+    def _write_pending(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._size = 0
+        # Looked up each time: in dramatiq's workers sys.stderr is a pipe to the CLI's
+        # process, and tests swap it for a capture.
+        stream = sys.stderr
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):  # a closed stream at exit: nowhere left to write
+            pass
 
     def _ensure_flusher(self) -> None:
         if self._owner_pid == os.getpid():
@@ -238,6 +251,19 @@ class BatchedStderr:
 
 
 _stderr = BatchedStderr()
+
+
+def _fresh_locks_in_child() -> None:
+    """A fork copies locks as they are: one held by another thread at that moment (the log writer's,
+    mid-flush) would stay held in the child forever, and its first log line would wait for it."""
+    _stderr._lock = threading.RLock()
+    _stderr._write_lock = threading.Lock()
+    _stderr._writing_thread = None
+    _repeats._lock = threading.Lock()
+    _repeats._windows.clear()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 def flush_logs() -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,27 @@ def test_a_repeated_error_is_written_once_then_counted(stderr, monkeypatch):
     logger.info("info lines are never held back")
     logger.info("info lines are never held back")
     assert stderr.getvalue().count("info lines are never held back") == 2
+
+
+def test_a_signal_handler_that_logs_while_a_line_is_being_written_does_not_deadlock(stderr, monkeypatch):
+    """dramatiq's CLI logs from its SIGTERM handler; a second signal during that write re-entered
+    the flush, which then waited for its own lock forever (a hung worker group, seen in CI)."""
+    entered = []
+
+    class SlowStream:
+        def write(self, text):
+            if not entered:
+                entered.append(text)
+                logging.getLogger("dramatiq.cli").info("Stopping fork process...")  # as a handler would, mid-write
+            sys.__stderr__.write("")  # nothing to see; just a stream
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", SlowStream())
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (logging.getLogger("dramatiq.cli").info("Shutting down"), done.set()),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    assert done.is_set(), "the nested flush waited for itself"
