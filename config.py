@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address uvicorn binds to (0.0.0.0 in containers).")
     api_port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    api_max_concurrent_requests: int = Field(
+        256, ge=1, description="Requests in flight per API process; the next one is answered 503 with Retry-After "
+        "(each may hold up to its body limit in memory)."
+    )
+    api_keepalive_seconds: int = Field(
+        5, ge=1, le=300, description="An idle keep-alive connection is closed after this long."
+    )
 
     # Access control (app/auth.py, app/keys.py). Without a keys file the API is open, and then it
     # serves on loopback only; `python -m app.keys add` creates the file and its first key.

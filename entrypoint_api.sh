@@ -14,4 +14,5 @@ fi
 exec "$PYTHON" -m uvicorn app.main:app \
   --host "$API_HOST" --port "$API_PORT" --workers "$API_WORKERS" \
   --loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 10 \
+  --timeout-keep-alive "$API_KEEPALIVE_SECONDS" \
   --log-config app/uvicorn_logging.json  # uvicorn's lines in LOG_FORMAT too; the app logs accesses itself

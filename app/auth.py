@@ -211,7 +211,8 @@ def _required_scopes(dependant: Dependant) -> list[str] | None:
 
 NO_KEYS_OFF_LOOPBACK = ("this API has no keys (API_KEYS_FILE does not exist), so it answers loopback only; "
                         "create one with `python -m app.keys add NAME --scopes ...`")
-_NO_KEYS_WHY = "The API has no keys file and this is not a loopback address (create a key; it counts within a second)."
+_NO_KEYS_WHY = ("The API process has API_MAX_CONCURRENT_REQUESTS requests in flight, or it has no keys file and "
+                "this is not a loopback address (create a key; it counts within a second).")
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                                 "schema": {"type": "integer"}, "example": 1}}
 

@@ -55,6 +55,42 @@ class BodySizeLimit:
         await self.app(scope, counted_receive, send)
 
 
+class ConcurrencyLimit:
+    """At most `limit` requests in flight in this API process; the next is answered 503 at once.
+
+    Each request in flight can hold up to its body limit in memory, so the bound on requests is a
+    bound on memory: MAX_BODY_BYTES times API_MAX_CONCURRENT_REQUESTS, not what a crowd of clients
+    chooses. uvicorn's own --limit-concurrency would answer a bare text 503 with no Retry-After;
+    this one answers like every other refusal here. `/health` and `/ready` are never refused: an
+    orchestrator must not restart a process for being busy.
+    """
+
+    EXEMPT = frozenset({"/health", "/ready"})
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            response = JSONResponse(
+                {"detail": f"{self.active} requests in flight, the most this API process takes "
+                 "(API_MAX_CONCURRENT_REQUESTS); retry after Retry-After seconds"},
+                status_code=503, headers={"Retry-After": "1"},
+            )
+            await response(scope, receive, send)
+            return
+        self.active += 1  # one event loop per process: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
 def bulk_body_limits(settings: Settings) -> dict[str, tuple[int, str]]:
     """The routes whose bodies may exceed MAX_BODY_BYTES, with their own limits and settings."""
     return {

@@ -12,7 +12,7 @@ from app.auth import get_authenticator, requires
 from app.errors import install_error_handlers
 from app.json_route import OrjsonRoute
 from app.fast_ingest import FastIngest
-from app.limits import BodySizeLimit, bulk_body_limits
+from app.limits import BodySizeLimit, ConcurrencyLimit, bulk_body_limits
 from app.metrics import metrics_endpoint
 from app.request_context import RequestContext
 from app.routers import bulk
@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None, *, fast_ingest: bool = True) ->
         # Innermost of ours: the body limit, and the request id, access log and metrics wrap it too.
         app.add_middleware(FastIngest, api=app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, per_path=bulk_body_limits(settings))
+    # Before anything is read: the number of requests in flight bounds the memory they hold.
+    app.add_middleware(ConcurrencyLimit, limit=settings.api_max_concurrent_requests)
     # A page on another site cannot reach us through a DNS name it points at 127.0.0.1 (DNS rebinding).
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts.split())
     # Outermost: request id, access log and metrics, for 413s too.
