@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # Retries (Dramatiq's Retries middleware). The backoff stays far below RabbitMQ's
     # 30-minute consumer_timeout, which would close a channel holding a delayed message longer.
     max_retries: int = Field(5, ge=0, description="Retries before a failing message is dead-lettered.")
+    max_dead_letter_page_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024,
+        description="Most bytes of payloads one page of GET /dead-letters holds (always one message at least).",
+    )
     max_deliveries: int = Field(
         5, ge=0,
         description="Deliveries of a message whose worker died while running it (an OOM kill, a segfault) "

@@ -101,24 +101,39 @@ class DeadLetterOffice:
     def _count(channel, queue: str) -> int:
         return channel.queue_declare(xq_name(queue), passive=True).method.message_count
 
-    def peek(self, queue: str, limit: int) -> tuple[int, list[DeadLetter]]:
-        """(how many dead letters, the first `limit` of them); consumes nothing."""
+    def peek(self, queue: str, limit: int, offset: int = 0, max_bytes: int = 8 * 1024 * 1024
+             ) -> tuple[int, list[DeadLetter], int | None]:
+        """(how many dead letters, up to `limit` of them from `offset` on, the offset of the next
+        page or None); consumes nothing.
+
+        A page stops at `max_bytes` of bodies too (always one message at least): a dead letter is
+        a whole payload, and a thousand of them would be a gigabyte in the API's memory.
+        """
         self.broker.declare_queue(queue, ensure=True)  # the XQ exists from then on
         connection = self._connect()
         try:
             channel = connection.channel()
             count = self._count(channel, queue)
-            bodies = []
-            for _ in range(min(limit, count)):
+            bodies: list[bytes] = []
+            size, position = 0, 0
+            while position < count and len(bodies) < limit:
                 method, _properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
                 if method is None:
                     break
+                position += 1
+                if position <= offset:
+                    continue  # before the page: read past, not kept
+                if bodies and size + len(body) > max_bytes:
+                    position -= 1  # this one starts the next page
+                    break
                 bodies.append(body)
+                size += len(body)
         finally:
             connection.close()  # the unacked gets go back to the queue, in order
         messages = [_decode(body) for body in bodies]
         reasons = self._reasons([m.message_id for m in messages if m is not None])
-        return count, [self._describe(message, reasons) for message in messages if message is not None]
+        letters = [self._describe(message, reasons) for message in messages if message is not None]
+        return count, letters, (position if position < count and bodies else None)
 
     @staticmethod
     def _describe(message: Message, reasons: dict[str, dict]) -> DeadLetter:

@@ -64,6 +64,7 @@ class DeadLetterList(BaseModel):
                             "tenant": "acme",
                         }
                     ],
+                    "next_offset": None,
                 }
             ]
         }
@@ -72,6 +73,9 @@ class DeadLetterList(BaseModel):
     queue: str
     count: int = Field(description="Dead letters in the queue (may exceed the messages listed).")
     messages: list[DeadLetterOut]
+    next_offset: Optional[int] = Field(
+        None, description="Pass it as `offset` for the next page; null on the last one. Pages follow the "
+        "queue's order, so one replayed or added meanwhile shifts them.")
 
 
 class ReplayRequest(BaseModel):
@@ -106,7 +110,9 @@ def get_office() -> DeadLetterOffice:
     "",
     response_model=DeadLetterList,
     summary="Messages given up on after their retries, with the reason",
-    description="Peeks without consuming: listing leaves the messages in the dead-letter queue.",
+    description="Peeks without consuming: listing leaves the messages in the dead-letter queue. Paginated: "
+    "at most `limit` messages and MAX_DEAD_LETTER_PAGE_BYTES of payloads per page; `next_offset` "
+    "gives the next one.",
     responses={
         200: {"links": REPLAY_QUEUE},
         **validation_response("limit", "Input should be greater than or equal to 1", "greater_than_equal"),
@@ -116,13 +122,17 @@ def get_office() -> DeadLetterOffice:
 async def list_dead_letters(
     queue: QueueName = "ingest",
     limit: Annotated[int, Query(ge=1, le=1000, description="List at most this many."), DIGITS_ONLY] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="Skip this many (from `next_offset`)."),
+                      DIGITS_ONLY] = 0,
     office: DeadLetterOffice = Depends(get_office),
 ) -> DeadLetterList:
+    max_bytes = get_settings().max_dead_letter_page_bytes
     try:
-        count, letters = await run_in_threadpool(office.peek, queue, limit)
+        count, letters, next_offset = await run_in_threadpool(office.peek, queue, limit, offset, max_bytes)
     except (AMQPError, BrokerError, OSError) as error:
         raise broker_unavailable(repr(error)) from None
-    return DeadLetterList(queue=queue, count=count, messages=[DeadLetterOut(**vars(letter)) for letter in letters])
+    return DeadLetterList(queue=queue, count=count, messages=[DeadLetterOut(**vars(letter)) for letter in letters],
+                          next_offset=next_offset)
 
 
 @router.post(

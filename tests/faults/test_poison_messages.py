@@ -75,3 +75,29 @@ def test_unknown_queue_is_refused_with_422(stack):
     response = stack.http.get("/dead-letters", params={"queue": "nope"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "queue"
+
+
+def test_dead_letters_are_listed_a_bounded_page_at_a_time(make_stack, tmp_path):
+    """Each dead letter is a whole payload: a page stops at its count or at MAX_DEAD_LETTER_PAGE_BYTES."""
+    stack = make_stack(
+        worker_extra_modules="tests.support.poison", poison_fixed=str(tmp_path / "never"),
+        max_retries="0", max_dead_letter_page_bytes=str(64 * 1024),
+    ).start()
+    rng = random.Random(6)
+    poison = [random_payload(rng, frame_bytes=16 * 1024) | {"device_id": "poison-device"} for _ in range(5)]
+    for body in poison:
+        body["data"]["preds"] = body["data"]["preds"][:1]  # ~23 KB each once in base64: two per page
+    answers = post_all(f"{stack.base_url}/api", poison, key=stack.admin_key)
+    ids = {answer.body["message_id"] for answer in answers}
+    wait_for(lambda: dead_letters(stack)["count"] == 5, timeout=60, what="five dead letters")
+
+    seen, offset, pages = [], 0, []
+    while offset is not None:
+        page = stack.http.get("/dead-letters", params={"queue": "ingest", "limit": 10, "offset": offset}).json()
+        pages.append(len(page["messages"]))
+        seen += [letter["message_id"] for letter in page["messages"]]
+        offset = page["next_offset"]
+    assert pages == [2, 2, 1], f"pages bounded in bytes: {pages}"
+    assert sorted(seen) == sorted(ids), "every dead letter once, across the pages"
+    by_count = stack.http.get("/dead-letters", params={"queue": "ingest", "limit": 1, "offset": 4}).json()
+    assert len(by_count["messages"]) == 1 and by_count["next_offset"] is None
