@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         description="Longest wait for RabbitMQ to confirm a publish (then 503); also the AMQP socket, "
         "handshake and blocked-connection timeout.",
     )
+    max_publish_in_flight_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024 * 1024,
+        description="Bytes a process may have waiting for RabbitMQ's confirms; a publish past it is answered "
+        "503 at once (RabbitMQ is slow, and the queue in front of it must not grow).",
+    )
 
     # Idempotency-Key bookkeeping (Redis). Rows stay exactly-once without it; it lets a retry be
     # answered "duplicate" without publishing, and refuses a key reused for another body.

@@ -12,6 +12,11 @@ them together (`multiple=True`). When the connection is down a publish fails at
 once, without a network round trip; when RabbitMQ does not confirm in time it
 fails after `timeout`. The thread reconnects on its own, so the API recovers
 without a restart.
+
+What is in flight (waiting in the outbox, or sent and not yet confirmed) is
+bounded in bytes: a RabbitMQ that is slow, not down, would otherwise let the
+outbox and pika's send buffer grow with every request. Past the window a
+publish fails at once (PublisherBusy), and the API answers 503.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ class MessageNotRouted(ConnectionFailed):
     """RabbitMQ returned the message: its queue does not exist (any more)."""
 
 
+class PublisherBusy(ConnectionFailed):
+    """The bytes in flight to RabbitMQ are at the window (MAX_PUBLISH_IN_FLIGHT_BYTES)."""
+
+
 def _settle(future: Future, error: BaseException | None = None) -> None:
     """Resolve a future that a waiter may already have cancelled (its timeout)."""
     try:
@@ -64,7 +73,10 @@ class ConfirmedPublisher:
     only append to an outbox and wake the loop (pika is not thread-safe).
     """
 
-    def __init__(self, parameters: list[pika.ConnectionParameters]):
+    def __init__(self, parameters: list[pika.ConnectionParameters], max_in_flight_bytes: int = 64 * 1024 * 1024):
+        self.max_in_flight_bytes = max_in_flight_bytes
+        #: Bytes in the outbox or sent and unconfirmed (guarded by the outbox lock).
+        self.in_flight_bytes = 0
         self._parameters = itertools.cycle(parameters)  # a cluster: try the next node on reconnect
         self._ioloop = IOLoop()
         self._connection: Optional[pika.SelectConnection] = None
@@ -72,8 +84,8 @@ class ConfirmedPublisher:
         self._ready = threading.Event()
         self.last_error: str = "not connected yet"
         self.ever_connected = False
-        # Loop-thread state: delivery tag -> (future, message id); futures of declares.
-        self._unconfirmed: dict[int, tuple[Future, str]] = {}
+        # Loop-thread state: delivery tag -> (future, message id, bytes); futures of declares.
+        self._unconfirmed: dict[int, tuple[Future, str, int]] = {}
         self._declares: list[Future] = []
         self._returned: set[str] = set()
         self._tags = itertools.count(1)
@@ -97,9 +109,18 @@ class ConfirmedPublisher:
         """Queue one persistent message; the future resolves when RabbitMQ confirms it."""
         if not self._ready.is_set():
             raise ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}")
+        with self._outbox_lock:
+            if self.in_flight_bytes and self.in_flight_bytes + len(body) > self.max_in_flight_bytes:
+                raise PublisherBusy(f"{self.in_flight_bytes} bytes already wait for RabbitMQ's confirms "
+                                    "(MAX_PUBLISH_IN_FLIGHT_BYTES): it is slow")
+            self.in_flight_bytes += len(body)
         future: Future = Future()
         self._submit(("publish", routing_key, body, properties, future))
         return future
+
+    def _release(self, size: int) -> None:
+        with self._outbox_lock:
+            self.in_flight_bytes -= size
 
     def declare(self, queue: str, arguments: dict[str, Any]) -> Future:
         if not self._ready.is_set():
@@ -180,7 +201,8 @@ class ConfirmedPublisher:
         error = ConnectionClosed(f"RabbitMQ connection lost before confirming: {self.last_error}")
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         declares, self._declares = self._declares, []
-        for future in itertools.chain((f for f, _ in unconfirmed.values()), declares):
+        self._release(sum(size for _, _, size in unconfirmed.values()))
+        for future in itertools.chain((f for f, _, _ in unconfirmed.values()), declares):
             _settle(future, error)
         self._returned.clear()
 
@@ -191,15 +213,19 @@ class ConfirmedPublisher:
             self._drain_scheduled = False
         for item in items:
             future = item[-1]
+            size = len(item[2]) if item[0] == "publish" else 0
             if future.cancelled():
+                self._release(size)
                 continue  # its waiter gave up before we got to it: do not publish
             if self._channel is None or not self._channel.is_open:
+                self._release(size)
                 _settle(future, ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}"))
                 continue
             try:
                 if item[0] == "publish":
                     _, routing_key, body, properties, _ = item
-                    self._unconfirmed[next(self._tags)] = (future, properties.message_id)
+                    self._unconfirmed[next(self._tags)] = (future, properties.message_id, size)
+                    size = 0  # counted until its confirm, or the connection's loss
                     self._channel.basic_publish("", routing_key, body, properties, mandatory=True)
                 else:
                     _, queue, arguments, _ = item
@@ -208,6 +234,7 @@ class ConfirmedPublisher:
                         queue, durable=True, arguments=arguments, callback=lambda _f, f=future: self._declared(f)
                     )
             except Exception as error:  # the channel broke under us; the close callback fails the rest
+                self._release(size)
                 _settle(future, ConnectionClosed(repr(error)))
 
     def _declared(self, future: Future) -> None:
@@ -230,7 +257,8 @@ class ConfirmedPublisher:
             entry = self._unconfirmed.pop(tag, None)
             if entry is None:
                 continue
-            future, message_id = entry
+            future, message_id, size = entry
+            self._release(size)
             if message_id in self._returned:
                 self._returned.discard(message_id)
                 _settle(future, MessageNotRouted(f"message {message_id} was returned: no such queue"))
@@ -253,9 +281,11 @@ class ConfirmedRabbitmqBroker(RabbitmqBroker):
     `actor.send()` keeps its meaning: it returns once RabbitMQ has the message.
     """
 
-    def __init__(self, *, url: str, middleware: list, publish_timeout: float):
+    def __init__(self, *, url: str, middleware: list, publish_timeout: float,
+                 max_in_flight_bytes: int = 64 * 1024 * 1024):
         super().__init__(url=url, confirm_delivery=True, middleware=middleware)
         self.publish_timeout = publish_timeout
+        self.max_in_flight_bytes = max_in_flight_bytes
         self._publisher: Optional[ConfirmedPublisher] = None
         self._publisher_pid: Optional[int] = None
         self._publisher_lock = threading.Lock()
@@ -272,7 +302,7 @@ class ConfirmedRabbitmqBroker(RabbitmqBroker):
             with self._publisher_lock:
                 if self._publisher_pid != os.getpid():
                     parameters = self.parameters if isinstance(self.parameters, list) else [self.parameters]
-                    self._publisher = ConfirmedPublisher(parameters)
+                    self._publisher = ConfirmedPublisher(parameters, self.max_in_flight_bytes)
                     self._publisher_pid = os.getpid()
         return self._publisher
 
