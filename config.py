@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         description="Longest wait for RabbitMQ to confirm a publish (then 503); also the AMQP socket, "
         "handshake and blocked-connection timeout.",
     )
+    max_queue_messages: int = Field(
+        100_000, ge=0,
+        description="Ready messages a queue may hold before publishes to it are answered 503 (the workers are "
+        "behind; RabbitMQ's disk must not fill); 0: no bound.",
+    )
     max_publish_in_flight_bytes: int = Field(
         64 * 1024 * 1024, ge=1024 * 1024,
         description="Bytes a process may have waiting for RabbitMQ's confirms; a publish past it is answered "

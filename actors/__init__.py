@@ -98,7 +98,8 @@ def build_broker(
     # send() returns only once RabbitMQ has confirmed the persistent message.
     url = url_with_timeouts(settings.rabbitmq_url, settings.publish_timeout_seconds)
     return ConfirmedRabbitmqBroker(url=url, middleware=middleware, publish_timeout=settings.publish_timeout_seconds,
-                                   max_in_flight_bytes=settings.max_publish_in_flight_bytes)
+                                   max_in_flight_bytes=settings.max_publish_in_flight_bytes,
+                                   max_queue_messages=settings.max_queue_messages)
 
 
 dramatiq.set_encoder(OrjsonEncoder())

@@ -17,6 +17,15 @@ What is in flight (waiting in the outbox, or sent and not yet confirmed) is
 bounded in bytes: a RabbitMQ that is slow, not down, would otherwise let the
 outbox and pika's send buffer grow with every request. Past the window a
 publish fails at once (PublisherBusy), and the API answers 503.
+
+Queues are bounded too (MAX_QUEUE_MESSAGES): a client far faster than the
+workers would otherwise fill RabbitMQ's disk, and its disk alarm blocks every
+publisher of the broker. The publisher reads each declared queue's depth twice
+a second (a passive declare, on a channel of its own so that an error there
+never touches the publishing one), and a publish to a queue at its bound fails
+at once (QueueFull). The bound is a soft one, by up to half a second of
+traffic; it is kept by the app rather than by `x-max-length`, which RabbitMQ
+cannot add to a queue that exists without deleting it (and its messages).
 """
 
 from __future__ import annotations
@@ -53,6 +62,14 @@ class MessageNotRouted(ConnectionFailed):
 
 class PublisherBusy(ConnectionFailed):
     """The bytes in flight to RabbitMQ are at the window (MAX_PUBLISH_IN_FLIGHT_BYTES)."""
+
+
+class QueueFull(ConnectionFailed):
+    """The queue holds MAX_QUEUE_MESSAGES ready messages: the workers are behind."""
+
+
+#: How often the depth of each declared queue is read.
+DEPTH_PROBE_SECONDS = 0.5
 
 
 def _settle(future: Future, error: BaseException | None = None) -> None:
@@ -93,6 +110,10 @@ class ConfirmedPublisher:
         self._outbox_lock = threading.Lock()
         self._drain_scheduled = False
         self._closing = False
+        #: Ready messages per watched queue, as last read (any thread reads, the loop writes).
+        self.depths: dict[str, int] = {}
+        self._watched: set[str] = set()
+        self._probe_channel = None
         self._thread = threading.Thread(target=self._run, name="amqp-publisher", daemon=True)
         self._thread.start()
 
@@ -128,6 +149,10 @@ class ConfirmedPublisher:
         future: Future = Future()
         self._submit(("declare", queue, arguments, future))
         return future
+
+    def watch(self, queue: str) -> None:
+        """Read this (declared) queue's depth from now on, into `depths`."""
+        self._watched = self._watched | {queue}
 
     def close(self) -> None:
         self._closing = True
@@ -174,11 +199,37 @@ class ConfirmedPublisher:
     def _on_confirm_mode(self, _frame) -> None:
         if self.ever_connected:
             logger.info("RabbitMQ publisher connected again")
+        else:
+            self._ioloop.call_later(DEPTH_PROBE_SECONDS, self._probe_depths)
         self.ever_connected = True
         self.last_error = ""
         self._ready.set()
 
+    def _probe_depths(self) -> None:
+        if self._closing:
+            return
+        self._ioloop.call_later(DEPTH_PROBE_SECONDS, self._probe_depths)
+        if self._connection is None or not self._connection.is_open:
+            return
+        if self._probe_channel is None or not self._probe_channel.is_open:
+            if self._probe_channel is None:  # (opening: once it is open, the next tick probes)
+                self._probe_channel = self._connection.channel(on_open_callback=self._on_probe_channel_open)
+            elif self._probe_channel.is_closed:
+                self._probe_channel = None
+            return
+        for queue in self._watched:
+            self._probe_channel.queue_declare(queue, passive=True,
+                                              callback=lambda frame, queue=queue: self._depth(queue, frame))
+
+    def _on_probe_channel_open(self, channel) -> None:
+        # A queue deleted under us closes this channel with 404: open another on the next tick.
+        channel.add_on_close_callback(lambda _channel, _reason: setattr(self, "_probe_channel", None))
+
+    def _depth(self, queue: str, frame) -> None:
+        self.depths = {**self.depths, queue: frame.method.message_count}
+
     def _on_connection_lost(self, _connection, reason: BaseException) -> None:
+        self._probe_channel = None
         self._fail_in_flight(reason)
         if not self._closing:
             self._ioloop.call_later(RECONNECT_DELAY_SECONDS, self._connect)
@@ -282,10 +333,11 @@ class ConfirmedRabbitmqBroker(RabbitmqBroker):
     """
 
     def __init__(self, *, url: str, middleware: list, publish_timeout: float,
-                 max_in_flight_bytes: int = 64 * 1024 * 1024):
+                 max_in_flight_bytes: int = 64 * 1024 * 1024, max_queue_messages: int = 0):
         super().__init__(url=url, confirm_delivery=True, middleware=middleware)
         self.publish_timeout = publish_timeout
         self.max_in_flight_bytes = max_in_flight_bytes
+        self.max_queue_messages = max_queue_messages  # 0: unbounded
         self._publisher: Optional[ConfirmedPublisher] = None
         self._publisher_pid: Optional[int] = None
         self._publisher_lock = threading.Lock()
@@ -329,6 +381,7 @@ class ConfirmedRabbitmqBroker(RabbitmqBroker):
         ):
             self._await(self.publisher.declare(name, args), f"the declaration of queue {name}")
         self.queues_pending.discard(canonical_queue_name)
+        self.publisher.watch(canonical_queue_name)
 
     def queue_ready(self, queue_name: str) -> bool:
         """True once `queue_name` is declared, so publishing it needs no round trip first."""
@@ -345,6 +398,11 @@ class ConfirmedRabbitmqBroker(RabbitmqBroker):
             message = message.copy(
                 queue_name=dq_name(message.queue_name), options={"eta": current_millis() + delay}
             )
+        elif self.max_queue_messages:  # (a retry, to the delay queue, is never refused)
+            depth = self.publisher.depths.get(message.queue_name, 0)
+            if depth >= self.max_queue_messages:
+                raise QueueFull(f"queue {message.queue_name} holds {depth} messages (MAX_QUEUE_MESSAGES): "
+                                "the workers are behind")
         self.emit_before("enqueue", message, delay)
         properties = pika.BasicProperties(
             delivery_mode=2,
