@@ -56,8 +56,8 @@ class DeliveryLimit(Middleware):
             logger.warning("deliveries of {} not counted (Redis: {!r}); running it", message.message_id, error)
             return
         if died >= self.max_deliveries:
-            logger.error("{} killed its worker {} times (MAX_DELIVERIES): dead-lettered without running it",
-                         message, died)
+            logger.error("{}({}) killed its worker {} times (MAX_DELIVERIES): dead-lettered without running it",
+                         message.actor_name, message.message_id, died)
             message.stuff_exception(WorkerDied(f"worker died {died} times while processing it (MAX_DELIVERIES)"))
             message.fail()  # Dramatiq then skips the actor and rejects the message into <queue>.XQ
 

@@ -42,6 +42,8 @@ def test_a_message_that_kills_its_worker_is_dead_lettered_after_max_deliveries(t
         assert queue_state(stack.rabbitmq_url, "ingest.XQ")[0] == 1
         (letter,) = stack.http.get("/dead-letters").json()["messages"]
         assert letter["message_id"] == crasher_id and "worker died 3 times" in letter["reason"]
+        logs = stack.workers_log.read_text()
+        assert crasher_id in logs and crasher["data"]["preds"][0]["image_frame"] not in logs, "ids, never payloads"
 
         # The workers are back for good: detections flow again, each written once.
         stack.wait_for_consumers(timeout=60)
