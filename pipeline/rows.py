@@ -79,8 +79,8 @@ def encode_rows(message_id: str, payload: dict[str, Any]) -> tuple[bytes, int]:
     (tests/unit/test_rows.py checks it), but the frames, ~95% of them, never
     pass through the csv module: it scans every character of a cell, and
     the worker profile showed that scan and the copies around it as a quarter
-    of a worker's time. A frame is quoted by hand: `str.replace` of `"`
-    (a memchr, finding none in base64) and two quote characters.
+    of a worker's time. A frame is quoted by hand: two quote characters, and
+    its own `"` doubled when `in` (a memchr) finds one, which in base64 it never does.
     """
     data = payload["data"]
     preds = data["preds"]
@@ -102,8 +102,9 @@ def encode_rows(message_id: str, payload: dict[str, Any]) -> tuple[bytes, int]:
     for index, pred in enumerate(preds):
         writer.writerow((head[0], index, *head[2:], repr(float(pred["prob"])), orjson.dumps(pred["tags"]).decode()))
         parts.append(lines.pop()[:-2])
+        cell = neutralise_cell(pred["image_frame"])
         parts.append(',"')
-        parts.append(neutralise_cell(pred["image_frame"]).replace('"', '""'))
+        parts.append(cell.replace('"', '""') if '"' in cell else cell)  # `in` is a memchr; replace scans slower
         parts.append('"\r\n')
     return "".join(parts).encode(), count
 
