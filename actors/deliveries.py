@@ -43,12 +43,19 @@ class DeliveryLimit(Middleware):
     def _key(self, message_id: str) -> str:
         return f"{self.namespace}:unfinished-starts:{message_id}"
 
+    def _counted(self, message) -> bool:
+        """Only redelivered messages are counted (and cleared), and only while there is a limit."""
+        return getattr(message, "redelivered", False) and self.max_deliveries > 0
+
+    def _redis(self) -> redis.Redis:
+        self._client = self._client or redis_client(self.redis_url, retry=False)
+        return self._client
+
     def before_process_message(self, broker, message) -> None:
-        if not getattr(message, "redelivered", False) or self.max_deliveries <= 0:
+        if not self._counted(message):
             return
         try:
-            self._client = self._client or redis_client(self.redis_url, retry=False)
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._redis().pipeline(transaction=False)
             pipe.incr(self._key(message.message_id))
             pipe.expire(self._key(message.message_id), COUNT_TTL_SECONDS)
             died = pipe.execute()[0]  # the first delivery is not counted: every count is a death
@@ -62,11 +69,10 @@ class DeliveryLimit(Middleware):
             message.fail()  # Dramatiq then skips the actor and rejects the message into <queue>.XQ
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
-        if not getattr(message, "redelivered", False) or self.max_deliveries <= 0:
+        if not self._counted(message):
             return
         try:
-            self._client = self._client or redis_client(self.redis_url, retry=False)
-            self._client.delete(self._key(message.message_id))
+            self._redis().delete(self._key(message.message_id))
         except redis.RedisError:
             pass  # the count expires by itself
 
