@@ -437,7 +437,10 @@ def read_xlsx_payloads(
     `max_unpacked_bytes` (zip bombs). The shared strings are found the way
     openpyxl finds them, by content type in `[Content_Types].xml`, not by name
     (a renamed part would pass a check by name). The number of files in the
-    archive is read from its end record before the directory is parsed. Cells
+    archive is read from its end record before the directory is parsed. A cell
+    is parsed whole too, so no part may hold a text longer than
+    `max_payload_bytes` (`_longest_text`): such a cell could never fit a
+    payload, and Excel itself stops at 32,767 characters. Cells
     are taken as text the way a CSV holds them; formulas are read as their
     text, never evaluated. A payload assembled from rows obeys MAX_BODY_BYTES
     (`max_payload_bytes`), like a POST /api body.
@@ -445,7 +448,7 @@ def read_xlsx_payloads(
     import openpyxl  # only uploads need it; keeps the API's import light
 
     _check_entry_count(file, max_entries)
-    _check_workbook_sizes(file, max_unpacked_bytes, max_strings_bytes)
+    _check_workbook_sizes(file, max_unpacked_bytes, max_strings_bytes, max_payload_bytes)
     try:
         workbook = openpyxl.load_workbook(file, read_only=True, data_only=False)
     except Exception as error:  # openpyxl raises many kinds for a zip that is no workbook
@@ -530,7 +533,8 @@ def _shared_strings_parts(archive: zipfile.ZipFile, members: list[zipfile.ZipInf
     return names
 
 
-def _check_workbook_sizes(file: BinaryIO, max_unpacked_bytes: int, max_strings_bytes: int) -> None:
+def _check_workbook_sizes(file: BinaryIO, max_unpacked_bytes: int, max_strings_bytes: int,
+                          max_text_bytes: int | None = None) -> None:
     try:
         with zipfile.ZipFile(file) as archive:
             members = archive.infolist()
@@ -539,6 +543,10 @@ def _check_workbook_sizes(file: BinaryIO, max_unpacked_bytes: int, max_strings_b
                 raise UnreadableFile(f"the workbook unpacks to {unpacked} bytes; the limit is {max_unpacked_bytes} "
                                      "(MAX_XLSX_UNPACKED_BYTES)", kind="too_large")
             parts = {name.lower() for name in _shared_strings_parts(archive, members)}
+            for member in members if max_text_bytes else ():
+                if member.file_size > max_text_bytes and _longest_text(archive, member, max_text_bytes):
+                    raise UnreadableFile(f"{member.filename} holds a text (a cell?) longer than {max_text_bytes} "
+                                         "bytes (MAX_BODY_BYTES), which no payload could hold", kind="too_large")
     except zipfile.BadZipFile:
         raise UnreadableFile("not an XLSX workbook (it is not a zip archive)", kind="format") from None
     finally:
@@ -547,6 +555,30 @@ def _check_workbook_sizes(file: BinaryIO, max_unpacked_bytes: int, max_strings_b
     if strings > max_strings_bytes:
         raise UnreadableFile(f"the workbook's shared strings are {strings} bytes; the limit is {max_strings_bytes} "
                              "(MAX_XLSX_STRINGS_BYTES); upload it as CSV, which streams", kind="too_large")
+
+
+def _longest_text(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> bool:
+    """Whether the part holds more than `limit` bytes in a row without a `<`.
+
+    Any XML text or attribute value lies between two `<` (a literal one is
+    `&lt;`), so this bounds what the parser must hold for one cell, at the
+    price of unpacking the part once more, in pieces. Compressed binary parts
+    (images) meet a `<` every few hundred bytes and pass. Pieces are at most
+    `limit` long, so only the run across their joins needs counting.
+    """
+    run, piece = 0, min(limit, 1 << 20)
+    with archive.open(member) as part:
+        while chunk := part.read(piece):
+            first = chunk.find(b"<")
+            if first < 0:
+                run += len(chunk)
+            else:
+                if run + first > limit:
+                    return True
+                run = len(chunk) - chunk.rfind(b"<") - 1
+            if run > limit:
+                return True
+    return False
 
 
 def _cell_text(value: Any) -> str:

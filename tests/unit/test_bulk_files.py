@@ -280,6 +280,41 @@ def test_an_xlsx_whose_strings_exceed_the_limit_is_refused_before_reading():
     assert "MAX_XLSX_UNPACKED_BYTES" in refused.value.message
 
 
+def test_an_xlsx_cell_longer_than_any_payload_is_refused_before_openpyxl_parses_it(monkeypatch):
+    """openpyxl holds a cell's text whole while it parses; a 1 GB inline string must not get there."""
+    import openpyxl
+
+    rows = csv_rows(service_csv((str(uuid.uuid4()), seed_with())))
+    rows[1][COLUMNS.index("device_id")] = "x" * 30_000  # openpyxl writes at most Excel's 32,767
+    data = workbook_bytes(rows)
+    assert read_xlsx_bytes(data, max_payload_bytes=1 << 20), "under the bound it is read as usual"
+    monkeypatch.setattr(openpyxl, "load_workbook", lambda *a, **k: pytest.fail("the sheet was parsed"))
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(data, max_payload_bytes=20_000)
+    assert refused.value.kind == "too_large" and "xl/worksheets/sheet1.xml" in refused.value.message
+    assert "MAX_BODY_BYTES" in refused.value.message
+
+
+@pytest.mark.parametrize("content, too_long", [
+    (b"<a>" + b"x" * 998 + b"</a>", False),  # "a>" and 998 bytes: 1000
+    (b"<a>" + b"x" * 999 + b"</a>", True),
+    (b"<" + b"y" * 700 + b"<" + b"z" * 999 + b"<", False),  # runs that cross the pieces' joins
+    (b"<" + b"y" * 700 + b"<" + b"z" * 1001, True),
+    (b"z" * 1001, True),
+    (bytes(range(256)) * 40, False),  # binary: a `<` in every 256 bytes
+])
+def test_the_longest_text_of_a_part_is_measured_across_the_pieces_it_is_read_in(content, too_long):
+    import zipfile
+
+    from pipeline.bulk import _longest_text
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("part.xml", content)
+    with zipfile.ZipFile(out) as archive:
+        assert _longest_text(archive, archive.getinfo("part.xml"), 1000) is too_long
+
+
 @pytest.mark.parametrize("data", [b"not a zip at all", workbook_bytes([])[:200]])
 def test_a_file_that_is_no_workbook_is_refused_as_such(data):
     with pytest.raises(UnreadableFile) as refused:
