@@ -12,7 +12,10 @@ the dead-letter queue with the reason "worker died N times".
 First deliveries, nearly all of them, never touch Redis. Without Redis the
 message runs (counting is bookkeeping, and refusing work for it would be worse).
 A message that was only requeued before it started (a graceful restart) is not
-counted: the count is of starts.
+counted: the count is of starts. Nor is one that a graceful stop gave up
+waiting for (`--worker-shutdown-timeout`; a message waiting out a full disk,
+say): the messages still running when the worker has shut down take back the
+start they will be counted for, so a restart during an outage is no death.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class DeliveryLimit(Middleware):
         self.namespace = namespace
         self.max_deliveries = max_deliveries
         self._client: Optional[redis.Redis] = None
+        #: Ids of the messages running in this process (set.add/discard/copy are atomic).
+        self._running: set[str] = set()
 
     def _key(self, message_id: str) -> str:
         return f"{self.namespace}:unfinished-starts:{message_id}"
@@ -52,6 +57,8 @@ class DeliveryLimit(Middleware):
         return self._client
 
     def before_process_message(self, broker, message) -> None:
+        if self.max_deliveries > 0:
+            self._running.add(message.message_id)
         if not self._counted(message):
             return
         try:
@@ -69,6 +76,7 @@ class DeliveryLimit(Middleware):
             message.fail()  # Dramatiq then skips the actor and rejects the message into <queue>.XQ
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        self._running.discard(message.message_id)
         if not self._counted(message):
             return
         try:
@@ -77,3 +85,17 @@ class DeliveryLimit(Middleware):
             pass  # the count expires by itself
 
     after_skip_message = after_process_message
+
+    def after_worker_shutdown(self, broker, worker) -> None:
+        interrupted = self._running.copy()
+        if not interrupted:
+            return
+        try:
+            pipe = self._redis().pipeline(transaction=False)
+            for message_id in interrupted:
+                pipe.decr(self._key(message_id))  # -1 for a first delivery: its redelivery counts 0
+                pipe.expire(self._key(message_id), COUNT_TTL_SECONDS)
+            pipe.execute()
+        except redis.RedisError as error:
+            logger.warning("{} messages interrupted by the shutdown may count it as a death (Redis: {!r})",
+                           len(interrupted), error)
