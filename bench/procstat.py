@@ -43,3 +43,32 @@ class TreeSampler:
     def peak_rss_mb(self) -> float:
         """The largest single process of the tree (the targets are per process)."""
         return max((hwm for _, hwm in self.seen.values()), default=0.0)
+
+
+def rabbitmq_cpu_seconds() -> float | None:
+    """CPU seconds used so far by the machine's RabbitMQ (its `beam.smp` processes), or None.
+
+    RabbitMQ is shared: a run's figure is the difference over the run, and
+    includes whatever else used the broker meanwhile (another vhost's load).
+    """
+    total, found = 0.0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "beam.smp":
+                continue
+        except OSError:
+            continue
+        reading = _cpu_and_hwm(int(entry.name))
+        if reading is not None:
+            total, found = total + reading[0], True
+    return total if found else None
+
+
+def per_request_ms(cpu_seconds: dict[str, float | None], requests: int) -> dict[str, float | None]:
+    """CPU milliseconds per accepted request for each part, and for the API and workers together:
+    on a shared machine a steadier figure than throughput, and the one the targets are set in."""
+    each = {part: None if cpu is None else 1000 * cpu / max(requests, 1) for part, cpu in cpu_seconds.items()}
+    each["api+workers"] = each["api"] + each["workers"]
+    return each

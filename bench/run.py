@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load import run_load  # noqa: E402
-from bench.procstat import TreeSampler  # noqa: E402
+from bench.procstat import TreeSampler, per_request_ms, rabbitmq_cpu_seconds  # noqa: E402
 from bench.targets import TARGETS  # noqa: E402
 from tests.support.payloads import random_payload  # noqa: E402
 from tests.support.rabbit import create_vhost, delete_vhost, vhost_url  # noqa: E402
@@ -68,6 +68,7 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
         )
         started_wall = time.time()
         started = time.perf_counter()
+        rabbitmq_before = rabbitmq_cpu_seconds()
         loader.start()
         while not receiver.poll(0.5):
             for tree in (api_tree, worker_tree):
@@ -85,6 +86,7 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
             return done if len(done) >= len(accepted) else None
 
         durable = wait_for(all_written, timeout=600, interval=0.5, what="every accepted message's rows")
+        rabbitmq_after = rabbitmq_cpu_seconds()
         print()
         rows = target.rows()
     finally:
@@ -101,6 +103,12 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
     # The clock starts at the first request sent, not at the load process's start-up (it unpickles the bodies).
     started_wall = min(r[0] for r in load["results"] if r)
     end_to_end = max(durable.values()) - started_wall
+    cpu = {
+        "api": api_tree.cpu_seconds,
+        "workers": worker_tree.cpu_seconds,
+        "rabbitmq": None if rabbitmq_before is None or rabbitmq_after is None else rabbitmq_after - rabbitmq_before,
+        "load": load["cpu_seconds"],
+    }
     return {
         "label": target.label,
         "command": command,
@@ -119,7 +127,8 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
         "lost_rows": len(wanted - seen.keys()),
         "duplicated_rows": sum(count - 1 for count in seen.values() if count > 1),
         "unexpected_rows": len(seen.keys() - wanted),
-        "cpu_seconds": {"api": api_tree.cpu_seconds, "workers": worker_tree.cpu_seconds, "load": load["cpu_seconds"]},
+        "cpu_seconds": cpu,
+        "cpu_ms_per_request": per_request_ms(cpu, len(accepted)),
         "peak_rss_mb": {
             "api": api_tree.peak_rss_mb,
             "worker_process": worker_tree.peak_rss_mb,
@@ -203,11 +212,8 @@ def print_medians(rounds: list[tuple[dict, dict | None]]) -> None:
         accepted = median([r["accepted_per_s"] for r in reports])
         rows = median([r["rows_per_s_end_to_end"] for r in reports])
         p99 = median([r["post_latency_ms"][99] for r in reports])
-        cpu = {part: median([r["cpu_seconds"][part] for r in reports]) for part in ("api", "workers", "load")}
-        print(
-            f"{label:>8}: {accepted:,.0f} req/s, {rows:,.0f} rows/s, POST p99 {p99:.0f} ms, "
-            f"CPU s api {cpu['api']:.1f} workers {cpu['workers']:.1f} load {cpu['load']:.1f}"
-        )
+        print(f"{label:>8}: {accepted:,.0f} req/s, {rows:,.0f} rows/s, POST p99 {p99:.0f} ms, "
+              f"CPU ms per request {_per_request_line([r['cpu_ms_per_request'] for r in reports])}")
     ratios = [pair[0]["ratio_to_baseline"] for pair in rounds if "ratio_to_baseline" in pair[0]]
     if ratios:
         print(
@@ -215,6 +221,16 @@ def print_medians(rounds: list[tuple[dict, dict | None]]) -> None:
             f"x{median([r['accepted_per_s'] for r in ratios]):.2f}, end-to-end rows/s "
             f"x{median([r['rows_per_s_end_to_end'] for r in ratios]):.2f}"
         )
+
+
+def _per_request_line(readings: list[dict[str, float | None]]) -> str:
+    """`api+workers 1.80 (api 0.83, workers 0.97), rabbitmq 0.40, load 0.20`: medians of the readings."""
+    def of(part: str) -> str:
+        values = [r[part] for r in readings if r.get(part) is not None]
+        return f"{median(values):.2f}" if values else "n/a"
+
+    return (f"api+workers {of('api+workers')} (api {of('api')}, workers {of('workers')}), "
+            f"rabbitmq {of('rabbitmq')}, load {of('load')}")
 
 
 def print_report(r: dict) -> None:
@@ -225,6 +241,7 @@ POST latency:    p50 {r['post_latency_ms'][50]:.1f} ms  p95 {r['post_latency_ms'
 rows:            {r['rows']}  {r['rows_per_s_end_to_end']:,.0f} rows/s end to end (first POST to last row durable)
 ingest-to-row:   p50 {r['ingest_to_row_ms'][50]:.0f} ms  p99 {r['ingest_to_row_ms'][99]:.0f} ms
 exactness:       lost {r['lost_rows']}  duplicated {r['duplicated_rows']}  unexpected {r['unexpected_rows']}
+CPU ms/request:  {_per_request_line([r['cpu_ms_per_request']])}
 CPU seconds:     api {r['cpu_seconds']['api']:.1f}  workers {r['cpu_seconds']['workers']:.1f}  load {r['cpu_seconds']['load']:.1f}
 peak RSS (MB):   api {r['peak_rss_mb']['api']:.0f}  worker process {r['peak_rss_mb']['worker_process']:.0f}  load {r['peak_rss_mb']['load']:.0f}"""
     )
