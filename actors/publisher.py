@@ -47,6 +47,7 @@ from loguru import logger
 from pika.adapters.select_connection import IOLoop
 
 from actors.consumer import BatchedAckConsumer
+from actors.hooks import OverriddenHooksOnly
 
 #: Pause between reconnection attempts; short, because clients are waiting.
 RECONNECT_DELAY_SECONDS = 0.5
@@ -325,7 +326,7 @@ class ConfirmedPublisher:
             self._ioloop.stop()
 
 
-class ConfirmedRabbitmqBroker(RabbitmqBroker):
+class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
     """`RabbitmqBroker` whose `enqueue` goes through a `ConfirmedPublisher`.
 
     Consumers are Dramatiq's own; only publishing and queue declaration change.
