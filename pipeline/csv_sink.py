@@ -205,26 +205,41 @@ class DurableCsvFile:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        #: Where an append that may not be durable began; the lock is held until it is cut off.
+        self._unsure_from: int | None = None
+        # Opened while the disk may be failing, again on every try: what opened is closed if the rest fails.
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except BaseException:
+            os.close(self._fd)
+            raise
         # Under the lock: two processes creating the ledger at once (its first commit) would
         # race on switching it to WAL, and SQLite answers the loser "database is locked".
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             self._ledger = Ledger(Path(f"{self.path}.ledger"))
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        except BaseException:
+            os.close(self._fd)
+            os.close(self._lock_fd)  # releases the lock too
+            raise
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        """Close it; again is a no-op (a failed try and its caller may both close it)."""
+        if self._fd < 0:
+            return
         self._ledger.close()
         os.close(self._fd)
         os.close(self._lock_fd)
+        self._fd = self._lock_fd = -1
 
     def commit(self, batch: list[PendingAppend]) -> CommitReport:
         """Write the batch's new messages, flush them, record them; mark each pending."""
         fsync_seconds = 0.0
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
+            self._undo_unsure_tail()
             end = self._recover()
             known = self._ledger.known([pending.message_id for pending in batch])
             parts: list[bytes] = []
@@ -234,17 +249,14 @@ class DurableCsvFile:
                     continue
                 known.add(pending.message_id)
                 parts.append(pending.data)
-                end += len(pending.data)
-                entries.append((pending.message_id, end))
+                entries.append((pending.message_id, end + sum(map(len, parts))))
                 pending.written = True
             if parts:
-                _write_all(self._fd, parts)
-                started = time.perf_counter()
-                os.fdatasync(self._fd)
-                fsync_seconds = time.perf_counter() - started
+                fsync_seconds = self._write_durably(parts, end, batch)
                 self._ledger.record(entries)
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            if self._unsure_from is None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         written = [pending for pending in batch if pending.written]
         return CommitReport(
             messages_written=len(written),
@@ -252,6 +264,37 @@ class DurableCsvFile:
             duplicates=len(batch) - len(written),
             fsync_seconds=fsync_seconds,
         )
+
+    def _write_durably(self, parts: list[bytes], end: int, batch: list[PendingAppend]) -> float:
+        """Append and flush, or leave the file as it was; the seconds the flush took.
+
+        A failed fdatasync (EIO, ENOSPC on thin storage) may leave the pages in
+        the page cache marked clean: the rows read back, and the next fdatasync,
+        on any descriptor, succeeds. `_recover` would then vouch for rows that
+        may never reach the disk, so they are cut off before the lock goes; if
+        even that fails, the lock is kept until a later try manages it.
+        """
+        try:
+            _write_all(self._fd, parts)
+            started = time.perf_counter()
+            os.fdatasync(self._fd)
+            return time.perf_counter() - started
+        except BaseException:
+            for pending in batch:
+                pending.written = False
+            self._unsure_from = end
+            self._undo_unsure_tail()
+            raise
+
+    @property
+    def unsure(self) -> bool:
+        """An append that may not be durable is still in the file: keep this object (and its lock)."""
+        return self._unsure_from is not None
+
+    def _undo_unsure_tail(self) -> None:
+        if self._unsure_from is not None:
+            os.ftruncate(self._fd, self._unsure_from)
+            self._unsure_from = None
 
     def _recover(self) -> int:
         """Bring file and ledger into agreement; return the file's committed end."""
@@ -284,6 +327,14 @@ class DurableCsvFile:
         os.fdatasync(self._fd)
         self._ledger.record(entries)
         return good_end
+
+
+def _closed_unless_unsure(file: DurableCsvFile | None) -> DurableCsvFile | None:
+    """None, the file closed, after a failed try; the file itself while it must keep its lock."""
+    if file is None or file.unsure:
+        return file
+    file.close()
+    return None
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:
@@ -361,9 +412,7 @@ class CsvSink:
                 for pending in batch:
                     pending.written = False
                     pending.error = error
-                if file is not None:
-                    file.close()
-                    file = None
+                file = _closed_unless_unsure(file)
             finally:
                 for pending in batch:
                     pending.done.set()
@@ -383,10 +432,9 @@ class CsvSink:
                 break
             except BaseException as error:
                 reason = disk_fault(error)
-                if file is not None:
-                    file.close()
-                    file = None
+                file = _closed_unless_unsure(file)
                 if reason is None:
+                    self._fault_cleared()  # whatever this is, it is no longer the disk's fault
                     raise
                 if self.fault is None:
                     logger.error("the CSV cannot be written ({}): holding {} message(s) and retrying until it can; "
@@ -399,9 +447,13 @@ class CsvSink:
         if self.fault is not None:
             logger.warning("the CSV is written again after {:.0f} s ({})", time.time() - self.fault.since,
                            self.fault.reason)
+        self._fault_cleared()
+        return file, report
+
+    def _fault_cleared(self) -> None:
+        if self.fault is not None:
             self.fault = None
             self._tell(self.fault_observers, None)
-        return file, report
 
     @staticmethod
     def _tell(observers: list[Callable], value) -> None:

@@ -294,3 +294,108 @@ def test_an_error_that_is_not_the_disks_still_reaches_the_appender(tmp_path):
     (tmp_path / "data.csv").write_text("someone,else\r\n")
     with pytest.raises(ForeignCsvError):
         append(CsvSink(tmp_path / "data.csv"), "m-1", body(random.Random(1)))
+
+
+def test_rows_whose_flush_failed_are_cut_off_and_written_again_not_vouched_for(tmp_path, monkeypatch):
+    """After a failed fdatasync the pages may be clean in the cache yet not on disk: the next
+    fdatasync succeeds on them, so recovery must never find them there to put in the ledger."""
+    import pipeline.csv_sink as csv_sink
+
+    sink = CsvSink(tmp_path / "data.csv", retry_max_seconds=0.05)
+    append(sink, "before", body(random.Random(0), preds=2))
+    size_before = (tmp_path / "data.csv").stat().st_size
+    real_fdatasync, real_writev, sizes_at_write, failed = os.fdatasync, os.writev, [], []
+
+    def failing_once(fd):
+        if not failed:
+            failed.append(fd)
+            raise OSError(5, "Input/output error")
+        return real_fdatasync(fd)
+
+    def writev(fd, buffers):
+        sizes_at_write.append(os.fstat(fd).st_size)
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(csv_sink.os, "fdatasync", failing_once)
+    monkeypatch.setattr(csv_sink.os, "writev", writev)
+    assert append(sink, "m-1", body(random.Random(1), preds=3)) is True
+    assert sizes_at_write == [size_before, size_before], "written twice, from the same end: the tail was cut off"
+    assert_exactly(tmp_path / "data.csv", {"before": 2, "m-1": 3})
+
+
+def test_the_lock_is_kept_while_an_unflushed_tail_cannot_be_cut_off(tmp_path, monkeypatch):
+    import fcntl
+
+    import pipeline.csv_sink as csv_sink
+
+    path = tmp_path / "data.csv"
+    file = DurableCsvFile(path)
+    file.commit([PendingAppend("m-0", encode_rows("m-0", body(random.Random(0), preds=1))[0])])
+    monkeypatch.setattr(csv_sink.os, "fdatasync", lambda fd: (_ for _ in ()).throw(OSError(5, "EIO")))
+    monkeypatch.setattr(csv_sink.os, "ftruncate", lambda fd, size: (_ for _ in ()).throw(OSError(5, "EIO")))
+    rows = encode_rows("m-1", body(random.Random(1)))[0]
+    with pytest.raises(OSError):
+        file.commit([PendingAppend("m-1", rows)])
+    assert file.unsure
+    other = os.open(f"{path}.lock", os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):  # another process would wait, not recover the tail
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        monkeypatch.undo()
+        report = file.commit([PendingAppend("m-1", rows)])  # the next try cuts it off first
+        assert report.messages_written == 1 and not file.unsure
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and lets go
+    finally:
+        os.close(other)
+        file.close()
+    assert_exactly(path, {"m-0": 1, "m-1": len(read_csv(path)) - 1})
+
+
+def test_a_file_that_fails_to_open_leaves_no_descriptor_behind(tmp_path, monkeypatch):
+    import pipeline.csv_sink as csv_sink
+
+    def broken_ledger(path):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(csv_sink, "Ledger", broken_ledger)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(sqlite3.OperationalError):
+            DurableCsvFile(tmp_path / "data.csv")
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_an_error_that_follows_a_disk_fault_ends_the_fault(tmp_path, monkeypatch):
+    import pipeline.csv_sink as csv_sink
+
+    sink = CsvSink(tmp_path / "data.csv", retry_max_seconds=0.05)
+    append(sink, "before", body(random.Random(0), preds=1))
+    faults, errors = [], iter([OSError(28, "No space left on device"), ValueError("not the disk")])
+    sink.fault_observers.append(faults.append)
+
+    def writev(fd, buffers):
+        raise next(errors)
+
+    monkeypatch.setattr(csv_sink.os, "writev", writev)
+    with pytest.raises(ValueError):
+        append(sink, "m-1", body(random.Random(1)))
+    assert sink.fault is None and faults[-1] is None and len(faults) == 2
+
+
+def test_the_sink_goes_on_after_an_error_that_is_not_the_disks(tmp_path, monkeypatch):
+    """The committer thread survives it: the next append is written, not left waiting forever."""
+    import pipeline.csv_sink as csv_sink
+
+    sink = CsvSink(tmp_path / "data.csv")
+    append(sink, "before", body(random.Random(0), preds=1))
+    real, errors = os.writev, [ValueError("not the disk")]
+    monkeypatch.setattr(csv_sink.os, "writev", lambda fd, b: real(fd, b) if not errors else (_ for _ in ()).throw(errors.pop()))
+    with pytest.raises(ValueError):
+        append(sink, "m-1", body(random.Random(1), preds=1))
+    answer = []
+    thread = threading.Thread(target=lambda: answer.append(append(sink, "m-2", body(random.Random(2), preds=1))),
+                              daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert answer == [True]
+    assert_exactly(tmp_path / "data.csv", {"before": 1, "m-2": 1})
