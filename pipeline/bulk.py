@@ -23,6 +23,7 @@ import csv
 import struct
 import uuid
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -323,6 +324,7 @@ def read_csv_payloads(
     header = _next_record(reader)
     if header is None:
         raise UnreadableFile("the file is empty; line 1 must be the header", kind="header", line=1)
+    lines.record_ended()  # the header's bytes are not the first row's
     yield from group_rows(_records(reader, lines), header, max_preds=max_preds, progress=progress,
                           max_payload_bytes=max_line_bytes)
 
@@ -439,7 +441,7 @@ def read_xlsx_payloads(
     (a renamed part would pass a check by name). The number of files in the
     archive is read from its end record before the directory is parsed. A cell
     is parsed whole too, so no part may hold a text longer than
-    `max_payload_bytes` (`_longest_text`): such a cell could never fit a
+    `max_payload_bytes` (`_text_problem`): such a cell could never fit a
     payload, and Excel itself stops at 32,767 characters. Cells
     are taken as text the way a CSV holds them; formulas are read as their
     text, never evaluated. A payload assembled from rows obeys MAX_BODY_BYTES
@@ -486,6 +488,9 @@ def _sheet_records(rows: Iterator[tuple]) -> Iterator[tuple[int, int, list[str]]
 
 _END_OF_DIRECTORY = b"PK\x05\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
+_ZIP64_END = b"PK\x06\x06"
+#: A directory entry is 46 bytes and its name, extra field and comment; real ones stay far below this.
+_MAX_ENTRY_BYTES = 46 + 1024
 _SHARED_STRINGS_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
 #: `[Content_Types].xml` is a few KB in any real workbook; it is read whole to find the parts.
 _MAX_CONTENT_TYPES_BYTES = 1024 * 1024
@@ -493,7 +498,12 @@ _MAX_CONTENT_TYPES_BYTES = 1024 * 1024
 
 def _check_entry_count(file: BinaryIO, max_entries: int) -> None:
     """Refuse an archive of more than `max_entries` files from its end record alone: zipfile would
-    parse a directory of 100,000 entries (and hold them all) before any other check could run."""
+    parse a directory of 100,000 entries (and hold them all) before any other check could run.
+
+    zipfile parses the directory until its stated size runs out, whatever count the record
+    gives, so the size is bounded too (`_MAX_ENTRY_BYTES` an entry). The zip64 end record is
+    read where zipfile reads it, right before its locator.
+    """
     file.seek(0, 2)
     size = file.tell()
     file.seek(max(0, size - (22 + 65535)))  # the end record, after at most a 64 KiB comment
@@ -502,35 +512,50 @@ def _check_entry_count(file: BinaryIO, max_entries: int) -> None:
     at = tail.rfind(_END_OF_DIRECTORY)
     if at < 0 or len(tail) < at + 22:
         raise UnreadableFile("not an XLSX workbook (it is not a zip archive)", kind="format")
-    entries = struct.unpack_from("<H", tail, at + 10)[0]
-    locator = tail.rfind(_ZIP64_LOCATOR, 0, at)
-    if entries == 0xFFFF and locator >= 0:  # zip64: the count is in the zip64 end record
-        offset = struct.unpack_from("<Q", tail, locator + 8)[0]
-        file.seek(offset)
-        record = file.read(56)
-        file.seek(0)
-        entries = struct.unpack_from("<Q", record, 32)[0] if len(record) == 56 else entries
-    if entries > max_entries:
-        raise UnreadableFile(f"the workbook holds {entries} files; the limit is {max_entries} (MAX_XLSX_ENTRIES)",
-                             kind="too_large")
+    entries, directory_bytes = struct.unpack_from("<H", tail, at + 10)[0], struct.unpack_from("<I", tail, at + 12)[0]
+    locator = at - 20
+    if locator >= 56 and tail[locator:locator + 4] == _ZIP64_LOCATOR:  # zip64: the zip64 end record rules
+        record = tail[locator - 56:locator]
+        if record[:4] != _ZIP64_END:
+            raise UnreadableFile("not an XLSX workbook (its zip64 end record is missing)", kind="format")
+        entries, directory_bytes = struct.unpack_from("<QQ", record, 32)
+    if entries > max_entries or directory_bytes > max_entries * _MAX_ENTRY_BYTES:
+        raise UnreadableFile(f"the workbook holds {entries} files in a directory of {directory_bytes} bytes; the "
+                             f"limit is {max_entries} files (MAX_XLSX_ENTRIES)", kind="too_large")
 
 
 def _shared_strings_parts(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> set[str]:
-    """The archive's shared-strings parts: by content type, as openpyxl finds them, and by name."""
+    """The archive's shared-strings parts: by content type, as openpyxl finds them, and by name.
+
+    `[Content_Types].xml` is read as openpyxl reads it (the last entry of that name, a part's
+    name without its first character); one too large or unreadable to check is refused, since
+    a check that fell back on names alone would be passed by a renamed part.
+    """
     names = {m.filename for m in members if m.filename.lower().endswith("sharedstrings.xml")}
-    types = next((m for m in members if m.filename == "[Content_Types].xml"), None)
-    if types is None or types.file_size > _MAX_CONTENT_TYPES_BYTES:
-        return names
-    from xml.etree import ElementTree
+    try:
+        types = archive.getinfo("[Content_Types].xml")
+    except KeyError:
+        return names  # openpyxl refuses such a file itself
+    if types.file_size > _MAX_CONTENT_TYPES_BYTES:
+        raise UnreadableFile(f"the workbook's [Content_Types].xml is over {_MAX_CONTENT_TYPES_BYTES} bytes",
+                             kind="format")
+    from defusedxml import ElementTree
 
     try:
         root = ElementTree.fromstring(archive.read(types))
-    except ElementTree.ParseError:
-        return names
+    except Exception as error:  # ParseError, or defusedxml refusing entities
+        raise UnreadableFile(f"the workbook's [Content_Types].xml cannot be read ({error!r})", kind="format") from None
     for override in root:
-        if override.get("ContentType") == _SHARED_STRINGS_TYPE and override.get("PartName"):
-            names.add(override.get("PartName").lstrip("/"))
+        part = override.get("PartName")
+        if override.get("ContentType") == _SHARED_STRINGS_TYPE and part:
+            names.add(part[1:])
     return names
+
+
+#: What zipfile raises for an archive it cannot unpack: no zip, a bad CRC, corrupt deflate
+#: data, encryption, an unknown method, a stream cut short, sizes that do not fit.
+_BROKEN_ARCHIVE = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, OverflowError,
+                   ValueError)
 
 
 def _check_workbook_sizes(file: BinaryIO, max_unpacked_bytes: int, max_strings_bytes: int,
@@ -544,11 +569,12 @@ def _check_workbook_sizes(file: BinaryIO, max_unpacked_bytes: int, max_strings_b
                                      "(MAX_XLSX_UNPACKED_BYTES)", kind="too_large")
             parts = {name.lower() for name in _shared_strings_parts(archive, members)}
             for member in members if max_text_bytes else ():
-                if member.file_size > max_text_bytes and _longest_text(archive, member, max_text_bytes):
-                    raise UnreadableFile(f"{member.filename} holds a text (a cell?) longer than {max_text_bytes} "
-                                         "bytes (MAX_BODY_BYTES), which no payload could hold", kind="too_large")
-    except zipfile.BadZipFile:
-        raise UnreadableFile("not an XLSX workbook (it is not a zip archive)", kind="format") from None
+                if member.file_size > max_text_bytes and (problem := _text_problem(archive, member, max_text_bytes)):
+                    raise UnreadableFile(f"{member.filename} {problem}", kind="too_large")
+    except UnreadableFile:
+        raise
+    except _BROKEN_ARCHIVE as error:  # no zip, or a corrupt, encrypted or truncated part
+        raise UnreadableFile(f"the workbook cannot be unpacked ({error!r})", kind="format") from None
     finally:
         file.seek(0)
     strings = sum(m.file_size for m in members if m.filename.lower() in parts)
@@ -557,28 +583,35 @@ def _check_workbook_sizes(file: BinaryIO, max_unpacked_bytes: int, max_strings_b
                              "(MAX_XLSX_STRINGS_BYTES); upload it as CSV, which streams", kind="too_large")
 
 
-def _longest_text(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> bool:
-    """Whether the part holds more than `limit` bytes in a row without a `<`.
+def _text_problem(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> str | None:
+    """Why the part may hold a text (a cell) longer than `limit` bytes, or None.
 
     Any XML text or attribute value lies between two `<` (a literal one is
-    `&lt;`), so this bounds what the parser must hold for one cell, at the
-    price of unpacking the part once more, in pieces. Compressed binary parts
-    (images) meet a `<` every few hundred bytes and pass. Pieces are at most
-    `limit` long, so only the run across their joins needs counting.
+    `&lt;`), so the longest run without one bounds what the parser must hold
+    for one cell, at the price of unpacking the part once more, in pieces.
+    The exception is a CDATA section, which may hold `<`: spreadsheet programs
+    never write one, so a large part that has one is refused. Compressed
+    binary parts (images) meet a `<` every few hundred bytes and pass. Pieces
+    are at most `limit` long, so only the run across their joins needs counting.
     """
-    run, piece = 0, min(limit, 1 << 20)
+    run, piece, before = 0, min(limit, 1 << 20), b""
     with archive.open(member) as part:
         while chunk := part.read(piece):
+            if b"<![CDATA[" in before[-8:] + chunk:
+                return "holds a CDATA section, which no spreadsheet program writes"
+            before = chunk
             first = chunk.find(b"<")
             if first < 0:
                 run += len(chunk)
             else:
                 if run + first > limit:
-                    return True
+                    break
                 run = len(chunk) - chunk.rfind(b"<") - 1
             if run > limit:
-                return True
-    return False
+                break
+        else:
+            return None
+    return f"holds a text (a cell?) longer than {limit} bytes (MAX_BODY_BYTES), which no payload could hold"
 
 
 def _cell_text(value: Any) -> str:

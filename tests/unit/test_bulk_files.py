@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import uuid
 
 import openpyxl
@@ -302,17 +303,18 @@ def test_an_xlsx_cell_longer_than_any_payload_is_refused_before_openpyxl_parses_
     (b"<" + b"y" * 700 + b"<" + b"z" * 1001, True),
     (b"z" * 1001, True),
     (bytes(range(256)) * 40, False),  # binary: a `<` in every 256 bytes
+    (b"<a>" + b"x" * 995 + b"<![CDA" + b"TA[" + b"<" * 500 + b"]]></a>", True),  # CDATA may hold `<`
 ])
 def test_the_longest_text_of_a_part_is_measured_across_the_pieces_it_is_read_in(content, too_long):
     import zipfile
 
-    from pipeline.bulk import _longest_text
+    from pipeline.bulk import _text_problem
 
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
         archive.writestr("part.xml", content)
     with zipfile.ZipFile(out) as archive:
-        assert _longest_text(archive, archive.getinfo("part.xml"), 1000) is too_long
+        assert bool(_text_problem(archive, archive.getinfo("part.xml"), 1000)) is too_long
 
 
 @pytest.mark.parametrize("data", [b"not a zip at all", workbook_bytes([])[:200]])
@@ -401,3 +403,117 @@ def test_an_archive_of_too_many_files_is_refused_before_its_directory_is_parsed(
     with pytest.raises(UnreadableFile) as refused:
         read_xlsx_bytes(out.getvalue(), max_entries=20)
     assert refused.value.kind == "too_large" and "holds 50 files" in refused.value.message
+
+
+def _zip_of(count: int) -> bytes:
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for number in range(count):
+            archive.writestr(f"x/{number}.xml", b"")
+    return out.getvalue()
+
+
+def test_an_archive_whose_end_record_understates_its_files_is_refused_by_its_directory_size(monkeypatch):
+    """zipfile parses the whole directory whatever count the end record gives."""
+    import struct
+    import zipfile
+
+    data = bytearray(_zip_of(2000))
+    at = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", data, at + 8, 1, 1)  # "one file"
+    assert len(zipfile.ZipFile(io.BytesIO(bytes(data))).infolist()) == 2000, "what zipfile would hold"
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", lambda *a, **k: pytest.fail("the directory was parsed"))
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(bytes(data), max_entries=20)
+    assert refused.value.kind == "too_large" and "MAX_XLSX_ENTRIES" in refused.value.message
+
+
+def test_a_zip64_archive_is_counted_from_the_record_zipfile_reads():
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", allowZip64=True) as archive:
+        for number in range(50):
+            archive.writestr(f"x/{number}.xml", b"")
+        archive.comment = b""
+    data = out.getvalue()
+    if b"PK\x06\x06" not in data:  # zipfile writes zip64 records only when needed: force them
+        import struct
+
+        at = data.rfind(b"PK\x05\x06")
+        entries, size, offset = struct.unpack_from("<HII", data, at + 10)
+        record = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries, size, offset)
+        locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, at, 1)
+        end = bytearray(data[at:])
+        struct.pack_into("<HH", end, 8, 0xFFFF, 0xFFFF)
+        data = data[:at] + record + locator + bytes(end)
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(data, max_entries=20)
+    assert "holds 50 files" in refused.value.message
+
+
+def _rewritten(data: bytes, change) -> bytes:
+    """The workbook with `change(name, content) -> [(name, content), ...]` applied to each part."""
+    import zipfile
+
+    source, target = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        for member in source.infolist():
+            for name, content in change(member.filename, source.read(member)):
+                out.writestr(name, content)
+    return target.getvalue()
+
+
+def test_a_content_types_part_too_large_to_check_is_refused_not_skipped():
+    data = workbook_bytes(csv_rows(service_csv((str(uuid.uuid4()), seed_with()))))
+    padded = _rewritten(data, lambda name, content: [(name, content.replace(
+        b"</Types>", b"<!--" + b" " * (2 << 20) + b"--></Types>") if name == "[Content_Types].xml" else content)])
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(padded)
+    assert refused.value.kind == "format" and "[Content_Types].xml" in refused.value.message
+
+
+def test_the_content_types_openpyxl_reads_are_the_ones_checked():
+    """Two entries of that name: zipfile (and so openpyxl) reads the last one."""
+    import warnings
+
+    strings_type = b"application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+
+    def change(name, content):
+        if name != "[Content_Types].xml":
+            return [(name, content)]
+        hidden = content.replace(b"</Types>", b'<Override PartName="/xl/strs.xml" ContentType="' + strings_type
+                                 + b'"/></Types>')
+        return [(name, content), (name, hidden), ("xl/strs.xml", b"<sst>" + b" " * 100_000 + b"</sst>")]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        data = _rewritten(workbook_bytes(csv_rows(service_csv((str(uuid.uuid4()), seed_with())))), change)
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(data, max_strings_bytes=50_000)
+    assert "MAX_XLSX_STRINGS_BYTES" in refused.value.message
+
+
+def test_a_workbook_whose_part_cannot_be_unpacked_is_refused_as_such():
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/worksheets/sheet1.xml", random.Random(0).randbytes(300_000))  # incompressible
+    data = bytearray(out.getvalue())
+    data[100_000:100_400] = b"\x00" * 400  # corrupt deflate data, far from the directory
+    with pytest.raises(UnreadableFile) as refused:
+        read_xlsx_bytes(bytes(data), max_payload_bytes=100_000)
+    assert refused.value.kind == "format" and "cannot be unpacked" in refused.value.message
+
+
+def test_the_header_does_not_count_against_the_first_records_bound():
+    header = service_csv()
+    data = service_csv((str(uuid.uuid4()), seed_with(device_id="d" * 200)))
+    row = len(data) - len(header)
+    record_bound = row + len(header) // 2
+    assert row < record_bound < len(data), "the row fits, the row with the header would not"
+    found = list(read_csv_payloads(io.BytesIO(data), max_preds=100, max_line_bytes=record_bound, progress=ReadProgress()))
+    assert [item.errors for item in found] == [[]]
