@@ -23,7 +23,9 @@ workers would otherwise fill RabbitMQ's disk, and its disk alarm blocks every
 publisher of the broker. The publisher reads each declared queue's depth twice
 a second (a passive declare, on a channel of its own so that an error there
 never touches the publishing one), and a publish to a queue at its bound fails
-at once (QueueFull). The bound is a soft one, by up to half a second of
+at once (QueueFull). A reading older than DEPTH_STALE_SECONDS is not used: a
+bound kept on a frozen figure could refuse everything for good. A deleted
+queue stops being watched. The bound is a soft one, by up to half a second of
 traffic; it is kept by the app rather than by `x-max-length`, which RabbitMQ
 cannot add to a queue that exists without deleting it (and its messages).
 """
@@ -33,6 +35,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -71,6 +74,8 @@ class QueueFull(ConnectionFailed):
 
 #: How often the depth of each declared queue is read.
 DEPTH_PROBE_SECONDS = 0.5
+#: A depth read longer ago than this is not used (the bound is not applied until a fresh one).
+DEPTH_STALE_SECONDS = 5.0
 
 
 def _settle(future: Future, error: BaseException | None = None) -> None:
@@ -111,10 +116,12 @@ class ConfirmedPublisher:
         self._outbox_lock = threading.Lock()
         self._drain_scheduled = False
         self._closing = False
-        #: Ready messages per watched queue, as last read (any thread reads, the loop writes).
-        self.depths: dict[str, int] = {}
+        #: (ready messages, time.monotonic() of the reading) per watched queue (the loop writes).
+        self.depths: dict[str, tuple[int, float]] = {}
         self._watched: set[str] = set()
         self._probe_channel = None
+        #: Queues whose passive declare is unanswered, in the order sent (RabbitMQ answers in order).
+        self._probing: deque[str] = deque()
         self._thread = threading.Thread(target=self._run, name="amqp-publisher", daemon=True)
         self._thread.start()
 
@@ -155,6 +162,12 @@ class ConfirmedPublisher:
         """Read this (declared) queue's depth from now on, into `depths`."""
         self._watched = self._watched | {queue}
 
+    def depth(self, queue: str) -> int | None:
+        """The queue's ready messages, or None when no reading is recent (probes failing, a
+        blocked connection): a bound kept on a stale figure could refuse every publish for good."""
+        count, read_at = self.depths.get(queue, (0, -DEPTH_STALE_SECONDS))
+        return count if time.monotonic() - read_at < DEPTH_STALE_SECONDS else None
+
     def close(self) -> None:
         self._closing = True
         self._ioloop.add_callback_threadsafe(self._shutdown)
@@ -171,7 +184,28 @@ class ConfirmedPublisher:
 
     def _run(self) -> None:
         self._ioloop.add_callback_threadsafe(self._connect)
-        self._ioloop.start()
+        while True:
+            try:
+                self._ioloop.start()
+                return  # stopped: closed
+            except Exception as error:
+                # pika runs loop callbacks bare, so one that raised ends the loop: what is in
+                # flight fails, the connection it served is dropped, and the loop goes on.
+                logger.error("RabbitMQ publisher's I/O loop failed ({!r}); connecting again", error)
+                self._drop_connection(error)
+
+    def _drop_connection(self, reason: BaseException) -> None:
+        connection, self._connection = self._connection, None
+        self._probe_channel = None
+        self._probing.clear()
+        self._fail_in_flight(reason)
+        try:
+            if connection is not None and connection.is_open:
+                connection.close()  # its close callback is ignored: it is no longer ours
+        except Exception:
+            pass
+        if not self._closing:
+            self._ioloop.call_later(RECONNECT_DELAY_SECONDS, self._connect)
 
     def _connect(self) -> None:
         if self._closing:
@@ -210,8 +244,16 @@ class ConfirmedPublisher:
         if self._closing:
             return
         self._ioloop.call_later(DEPTH_PROBE_SECONDS, self._probe_depths)
-        if self._connection is None or not self._connection.is_open:
-            return
+        try:
+            self._probe_once()
+        except Exception as error:  # the readings go stale, and the bound is then not applied
+            logger.warning("queue depths not read ({!r})", error)
+            self._probe_channel = None
+            self._probing.clear()
+
+    def _probe_once(self) -> None:
+        if self._connection is None or not self._connection.is_open or self._probing:
+            return  # down, or the last probes are unanswered yet (a blocked connection): no backlog
         if self._probe_channel is None or not self._probe_channel.is_open:
             if self._probe_channel is None:  # (opening: once it is open, the next tick probes)
                 self._probe_channel = self._connection.channel(on_open_callback=self._on_probe_channel_open)
@@ -219,18 +261,35 @@ class ConfirmedPublisher:
                 self._probe_channel = None
             return
         for queue in self._watched:
+            self._probing.append(queue)
             self._probe_channel.queue_declare(queue, passive=True,
                                               callback=lambda frame, queue=queue: self._depth(queue, frame))
 
     def _on_probe_channel_open(self, channel) -> None:
-        # A queue deleted under us closes this channel with 404: open another on the next tick.
-        channel.add_on_close_callback(lambda _channel, _reason: setattr(self, "_probe_channel", None))
+        channel.add_on_close_callback(self._on_probe_channel_closed)
+
+    def _on_probe_channel_closed(self, _channel, reason: BaseException) -> None:
+        """A queue deleted under us closes the channel with 404, and the declares after its own go
+        unanswered: it is no longer watched (declaring it again watches it again), and the next
+        tick opens another channel for the rest."""
+        if getattr(reason, "reply_code", None) == 404 and self._probing:
+            gone = self._probing[0]
+            self._watched = self._watched - {gone}
+            self.depths = {queue: reading for queue, reading in self.depths.items() if queue != gone}
+            logger.warning("queue {} is gone; its depth is no longer watched", gone)
+        self._probe_channel = None
+        self._probing.clear()
 
     def _depth(self, queue: str, frame) -> None:
-        self.depths = {**self.depths, queue: frame.method.message_count}
+        if self._probing and self._probing[0] == queue:
+            self._probing.popleft()
+        self.depths = {**self.depths, queue: (frame.method.message_count, time.monotonic())}
 
-    def _on_connection_lost(self, _connection, reason: BaseException) -> None:
+    def _on_connection_lost(self, connection, reason: BaseException) -> None:
+        if connection is not None and connection is not self._connection:
+            return  # one dropped by `_drop_connection`, which has already moved on
         self._probe_channel = None
+        self._probing.clear()
         self._fail_in_flight(reason)
         if not self._closing:
             self._ioloop.call_later(RECONNECT_DELAY_SECONDS, self._connect)
@@ -276,9 +335,10 @@ class ConfirmedPublisher:
             try:
                 if item[0] == "publish":
                     _, routing_key, body, properties, _ = item
+                    # Tagged once sent: a publish that raised before going out took no tag of RabbitMQ's.
+                    self._channel.basic_publish("", routing_key, body, properties, mandatory=True)
                     self._unconfirmed[next(self._tags)] = (future, properties.message_id, size)
                     size = 0  # counted until its confirm, or the connection's loss
-                    self._channel.basic_publish("", routing_key, body, properties, mandatory=True)
                 else:
                     _, queue, arguments, _ = item
                     self._declares.append(future)
@@ -400,8 +460,8 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
                 queue_name=dq_name(message.queue_name), options={"eta": current_millis() + delay}
             )
         elif self.max_queue_messages:  # (a retry, to the delay queue, is never refused)
-            depth = self.publisher.depths.get(message.queue_name, 0)
-            if depth >= self.max_queue_messages:
+            depth = self.publisher.depth(message.queue_name)
+            if depth is not None and depth >= self.max_queue_messages:
                 raise QueueFull(f"queue {message.queue_name} holds {depth} messages (MAX_QUEUE_MESSAGES): "
                                 "the workers are behind")
         self.emit_before("enqueue", message, delay)
