@@ -116,10 +116,13 @@ class RepeatedLines:
     WINDOW_SECONDS = 1.0
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a signal handler may log while this thread holds it
         #: key -> [window start, lines held back, (level, text, ids) of the first line]; not the record
         #: itself, whose traceback would keep the failing frames (and their payloads) alive.
         self._windows: dict[tuple, list] = {}
+        #: Ended windows with lines held back, replaced by a new line before `report_due` saw them.
+        self._due: list[list] = []
+        self._clock = time.monotonic
 
     @staticmethod
     def _key(record: dict[str, Any]) -> tuple:
@@ -134,12 +137,14 @@ class RepeatedLines:
         if record["level"].no < logging.WARNING or record["extra"].get("_summary"):
             return True
         key = self._key(record)
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             window = self._windows.get(key)
             if window is not None and now - window[0] < self.WINDOW_SECONDS:
                 window[1] += 1
                 return False
+            if window is not None and window[1]:
+                self._due.append(window)  # its count is still to be written
             ids = {name: value for name, value in record["extra"].items() if not name.startswith("_")}
             self._windows[key] = [now, 0, (record["level"].name, record["message"], ids)]
         return True
@@ -148,15 +153,18 @@ class RepeatedLines:
         """Drop every window, counts unreported (tests)."""
         with self._lock:
             self._windows.clear()
+            self._due.clear()
 
-    def report_due(self) -> None:
-        """Write the count of each window that has ended with lines held back."""
-        now = time.monotonic()
+    def report_due(self, *, everything: bool = False) -> None:
+        """Write the count of each window that has ended with lines held back (`everything`: of
+        every window, ended or not, as the process exits)."""
+        now = self._clock()
         with self._lock:
-            ended = [(key, window) for key, window in self._windows.items() if now - window[0] >= self.WINDOW_SECONDS]
-            for key, _ in ended:
-                del self._windows[key]
-        for _, (started, held, (level, text, ids)) in ended:
+            ended = [key for key, window in self._windows.items()
+                     if everything or now - window[0] >= self.WINDOW_SECONDS]
+            due = self._due + [self._windows.pop(key) for key in ended]
+            self._due = []
+        for started, held, (level, text, ids) in due:
             if held:
                 logger.bind(**ids, _summary=True).log(level, "{} more like: {} (in {:.1f} s)", held, text, now - started)
 
@@ -187,7 +195,7 @@ class BatchedStderr:
         # moment): `_lock` is reentrant, and a flush re-entered from a handler leaves its lines to the
         # flush it interrupted or the next one, instead of waiting for itself forever.
         self._lock = threading.RLock()  # guards _pending
-        self._write_lock = threading.Lock()  # keeps batches in order
+        self._write_lock = threading.RLock()  # keeps batches in order; reentrant for the same reason
         self._writing_thread: int | None = None
         self._owner_pid: int | None = None
         self._wake = threading.Event()
@@ -202,14 +210,16 @@ class BatchedStderr:
             self.flush()
 
     def flush(self) -> None:
-        if self._writing_thread == threading.get_ident():
+        me = threading.get_ident()
+        if self._writing_thread == me:
             return  # re-entered from a signal handler mid-write: those lines go out with the next flush
-        with self._write_lock:
-            self._writing_thread = threading.get_ident()
+        with self._write_lock:  # (re-entered before the next line marks it: it writes, nothing is mid-write)
+            outer = self._writing_thread
+            self._writing_thread = me
             try:
                 self._write_pending()
             finally:
-                self._writing_thread = None
+                self._writing_thread = outer
 
     def _write_pending(self) -> None:
         with self._lock:
@@ -238,16 +248,24 @@ class BatchedStderr:
             self._size = 0
             self._owner_pid = os.getpid()
         threading.Thread(target=self._flush_forever, name="log-writer", daemon=True).start()
-        atexit.register(self.flush)
+        atexit.register(self.flush_at_exit)
         # multiprocessing children (dramatiq's worker processes) leave through os._exit,
         # which skips atexit but runs multiprocessing's own finalizers.
-        multiprocessing.util.Finalize(None, self.flush, exitpriority=0)
+        multiprocessing.util.Finalize(None, self.flush_at_exit, exitpriority=0)
+
+    def flush_at_exit(self) -> None:
+        """The counts of lines held back in the last second, then everything queued."""
+        _repeats.report_due(everything=True)
+        self.flush()
 
     def _flush_forever(self) -> None:
         while True:
             time.sleep(self.FLUSH_INTERVAL_SECONDS)
-            _repeats.report_due()
-            self.flush()
+            try:
+                _repeats.report_due()
+                self.flush()
+            except Exception:  # nowhere to say so; the next round tries again
+                pass
 
 
 _stderr = BatchedStderr()
@@ -257,10 +275,11 @@ def _fresh_locks_in_child() -> None:
     """A fork copies locks as they are: one held by another thread at that moment (the log writer's,
     mid-flush) would stay held in the child forever, and its first log line would wait for it."""
     _stderr._lock = threading.RLock()
-    _stderr._write_lock = threading.Lock()
+    _stderr._write_lock = threading.RLock()
     _stderr._writing_thread = None
-    _repeats._lock = threading.Lock()
+    _repeats._lock = threading.RLock()
     _repeats._windows.clear()
+    _repeats._due.clear()
 
 
 os.register_at_fork(after_in_child=_fresh_locks_in_child)

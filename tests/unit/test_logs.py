@@ -210,3 +210,31 @@ def test_a_signal_handler_that_logs_while_a_line_is_being_written_does_not_deadl
     worker.start()
     worker.join(timeout=5)
     assert done.is_set(), "the nested flush waited for itself"
+
+
+@pytest.fixture()
+def clock(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(logs._repeats, "_clock", lambda: now[0])
+    return now
+
+
+def test_a_count_is_written_even_when_the_next_like_line_arrives_before_the_writer_looked(stderr, clock):
+    """A steady burst: the window ends and a new line replaces it within the writer's 50 ms."""
+    logger.error("disk full writing m-1")
+    clock[0] += 0.5
+    logger.error("disk full writing m-2")  # held back
+    with logs._repeats._lock:  # the writer thread cannot look in between
+        clock[0] += 0.6
+        logger.error("disk full writing m-3")  # a new window
+    clock[0] += 1.1
+    seen: list[str] = []
+    wait_for(lambda: seen.append(stderr.getvalue()) or "1 more like: disk full writing m-1" in "".join(seen),
+             timeout=5, what="the first window's count")
+
+
+def test_counts_of_windows_still_open_are_written_at_exit(stderr, clock):
+    for index in range(3):
+        logger.error("disk full writing m-{}", index)
+    logs._stderr.flush_at_exit()
+    assert "2 more like: disk full writing m-0" in stderr.getvalue()
