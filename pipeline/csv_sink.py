@@ -329,6 +329,15 @@ class DurableCsvFile:
         return good_end
 
 
+def _log_commit(report: CommitReport) -> None:
+    """One line per commit, not per message: the commit is the unit the disk sees, and a line per
+    message was ~6% of a worker's CPU. (The actor logs each message at DEBUG, with its ids.)"""
+    if report.messages_written:
+        logger.info("wrote {} rows of {} messages in one commit (fsync {:.1f} ms){}", report.rows_written,
+                    report.messages_written, 1000 * report.fsync_seconds,
+                    f"; {report.duplicates} already there" if report.duplicates else "")
+
+
 def _closed_unless_unsure(file: DurableCsvFile | None) -> DurableCsvFile | None:
     """None, the file closed, after a failed try; the file itself while it must keep its lock."""
     if file is None or file.unsure:
@@ -408,6 +417,7 @@ class CsvSink:
             try:
                 file, report = self._commit_waiting_out_the_disk(file, batch)
                 self._tell(self.observers, report)
+                _log_commit(report)
             except BaseException as error:  # hand every other failure to the waiting actors
                 for pending in batch:
                     pending.written = False

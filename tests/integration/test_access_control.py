@@ -25,7 +25,9 @@ from tests.support.waiting import wait_for
 @pytest.fixture(scope="module")
 def tenants(tmp_path_factory):
     """A stack with two tenants: acme (cameras, a reader, a task runner) and globex (cameras)."""
-    with isolated_stack(tmp_path_factory.mktemp("access"), "access", processes=1, threads=4) as stack:
+    # DEBUG: the workers' per-message lines, which name the key, are DEBUG lines.
+    with isolated_stack(tmp_path_factory.mktemp("access"), "access", processes=1, threads=4,
+                        log_level="DEBUG") as stack:
         stack.keys = {
             "acme": stack.add_key("acme-cameras", "ingest,read", client_ids=("acme",), tenant="acme"),
             "acme-reader": stack.add_key("acme-reader", "read", tenant="acme"),

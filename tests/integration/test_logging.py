@@ -16,7 +16,8 @@ from tests.support.waiting import wait_for
 
 @pytest.fixture(scope="module")
 def json_stack(tmp_path_factory):
-    with isolated_stack(tmp_path_factory.mktemp("logs"), "logs", processes=2, threads=4, log_format="json") as stack:
+    with isolated_stack(tmp_path_factory.mktemp("logs"), "logs", processes=2, threads=4, log_format="json",
+                        log_level="DEBUG") as stack:
         yield stack.start()
 
 
@@ -50,7 +51,7 @@ def test_a_client_request_id_is_echoed_and_reaches_the_worker_log_line_for_its_m
     record = wait_for(worker_line, timeout=30, what="the worker's log line for the message")
     assert record["request_id"] == request_id
     assert record["message"] == f"wrote {len(payload['data']['preds'])} rows"
-    assert record["level"] == "INFO" and record["time"]
+    assert record["level"] == "DEBUG" and record["time"]
 
     access = [r for r in json_lines(json_stack.api_log) if r.get("request_id") == request_id]
     assert [(r["method"], r["path"], r["status"]) for r in access] == [("POST", "/api", 202)]

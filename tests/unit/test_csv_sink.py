@@ -399,3 +399,20 @@ def test_the_sink_goes_on_after_an_error_that_is_not_the_disks(tmp_path, monkeyp
     thread.join(timeout=10)
     assert answer == [True]
     assert_exactly(tmp_path / "data.csv", {"before": 1, "m-2": 1})
+
+
+def test_each_commit_is_one_log_line_not_one_per_message(tmp_path):
+    from loguru import logger
+
+    lines: list[str] = []
+    handler = logger.add(lambda message: lines.append(str(message)), level="INFO", format="{message}")
+    try:
+        sink = CsvSink(tmp_path / "data.csv")
+        for n in range(3):
+            sink.append(f"m-{n}", encode_rows(f"m-{n}", body(random.Random(n), preds=2))[0], rows=2)
+        sink.append("m-0", encode_rows("m-0", body(random.Random(0), preds=2))[0], rows=2)  # a redelivery
+    finally:
+        logger.remove(handler)
+    commits = [line for line in lines if "in one commit" in line]
+    assert len(commits) == 3 and all(line.startswith("wrote 2 rows of 1 messages") for line in commits)
+    assert len(lines) == 3, "nothing for the redelivery: the actor says that one"
