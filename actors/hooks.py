@@ -1,9 +1,9 @@
 """Middleware hooks called only where a middleware has one.
 
 Dramatiq's broker calls every hook of every middleware for each signal: four
-signals a message (before/after process, before/after ack) over our sixteen
-middleware are 64 calls, and nearly all of them are the base class's no-op.
-Measured under load that dispatch was a tenth of the workers' CPU. This
+signals a message (before/after process, before/after ack) over our fifteen
+middleware are 60 calls, and most of them are the base class's no-op (an
+ack's two signals: 10.2 us, 1.2 us this way, measured in-process). This
 mixin sends each signal only to the middleware whose class overrides it,
 in the same order and with the same error handling as Dramatiq's own
 `emit_before`/`emit_after` (a MiddlewareError, e.g. SkipMessage, from a

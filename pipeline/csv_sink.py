@@ -244,12 +244,14 @@ class DurableCsvFile:
             known = self._ledger.known([pending.message_id for pending in batch])
             parts: list[bytes] = []
             entries: list[tuple[str, int]] = []
+            offset = end
             for pending in batch:
                 if pending.message_id in known:
                     continue
                 known.add(pending.message_id)
                 parts.append(pending.data)
-                entries.append((pending.message_id, end + sum(map(len, parts))))
+                offset += len(pending.data)
+                entries.append((pending.message_id, offset))
                 pending.written = True
             if parts:
                 fsync_seconds = self._write_durably(parts, end, batch)
