@@ -20,4 +20,5 @@ class OrjsonEncoder(Encoder):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError as error:
-            raise DecodeError(f"failed to decode message {data[:200]!r}", data, error) from None
+            # The size, not the bytes: this text reaches logs, and logs never carry payloads.
+            raise DecodeError(f"failed to decode a message of {len(data)} bytes: {error}", data, error) from None
