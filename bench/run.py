@@ -10,8 +10,9 @@ Starts API + workers from the project's entrypoints, drives the load from a
 separate process, waits until every row is in the CSV, checks exactness
 (0 lost, 0 duplicated), and prints accepted req/s, POST latency percentiles,
 end-to-end rows/s, ingest-to-row latency, and CPU seconds and peak RSS per
-component. Writes JSON (and a throughput plot, if matplotlib is installed)
-to bench/results/.
+component. Writes JSON to bench/results/, and a plot of accepted and
+written messages over time, ours and the baseline on one picture
+(bench/plot.py; if matplotlib is installed).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load import run_load  # noqa: E402
+from bench.plot import plot_run  # noqa: E402
 from bench.procstat import TreeSampler, per_request_ms, rabbitmq_cpu_seconds  # noqa: E402
 from bench.targets import TARGETS  # noqa: E402
 from tests.support.payloads import random_payload  # noqa: E402
@@ -129,12 +131,15 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
         "unexpected_rows": len(seen.keys() - wanted),
         "cpu_seconds": cpu,
         "cpu_ms_per_request": per_request_ms(cpu, len(accepted)),
+        "kernel_share": {"api": api_tree.kernel_seconds / max(api_tree.cpu_seconds, 1e-9),
+                         "workers": worker_tree.kernel_seconds / max(worker_tree.cpu_seconds, 1e-9)},
         "peak_rss_mb": {
             "api": api_tree.peak_rss_mb,
             "worker_process": worker_tree.peak_rss_mb,
             "load": load["peak_rss_mb"],
         },
-        "timeline": sorted(durable.values()),
+        "written_timeline": sorted(durable.values()),
+        "accepted_timeline": sorted(load["results"][index][0] + load["results"][index][1] for index in accepted.values()),
         "started": started_wall,
     }
 
@@ -170,12 +175,10 @@ def main(argv: list[str] | None = None) -> dict:
         ours = run_target(TARGETS["ours"], args, payloads, bodies, command)
         ours["label"] = args.label
         print_report(ours)
-        save(ours)
         baseline = None
         if args.baseline:
             baseline = run_target(TARGETS["baseline"], args, payloads, bodies, command)
             print_report(baseline)
-            save(baseline)
             ours["ratio_to_baseline"] = {
                 "accepted_per_s": ours["accepted_per_s"] / baseline["accepted_per_s"],
                 "rows_per_s_end_to_end": ours["rows_per_s_end_to_end"] / baseline["rows_per_s_end_to_end"],
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"end-to-end rows/s x{ratio['rows_per_s_end_to_end']:.2f} "
                 "(ours with confirms and fsync; the baseline with neither)"
             )
-            save(ours)
+            save(baseline)
+        save(ours, *([baseline] if baseline else []))  # the plot: both systems on one picture
         rounds.append((ours, baseline))
     if args.repeat > 1:
         print_medians(rounds)
@@ -242,34 +246,21 @@ rows:            {r['rows']}  {r['rows_per_s_end_to_end']:,.0f} rows/s end to en
 ingest-to-row:   p50 {r['ingest_to_row_ms'][50]:.0f} ms  p99 {r['ingest_to_row_ms'][99]:.0f} ms
 exactness:       lost {r['lost_rows']}  duplicated {r['duplicated_rows']}  unexpected {r['unexpected_rows']}
 CPU ms/request:  {_per_request_line([r['cpu_ms_per_request']])}
-CPU seconds:     api {r['cpu_seconds']['api']:.1f}  workers {r['cpu_seconds']['workers']:.1f}  load {r['cpu_seconds']['load']:.1f}
+CPU seconds:     api {r['cpu_seconds']['api']:.1f}  workers {r['cpu_seconds']['workers']:.1f}  load {r['cpu_seconds']['load']:.1f}  (in the kernel: api {r['kernel_share']['api']:.0%}, workers {r['kernel_share']['workers']:.0%})
 peak RSS (MB):   api {r['peak_rss_mb']['api']:.0f}  worker process {r['peak_rss_mb']['worker_process']:.0f}  load {r['peak_rss_mb']['load']:.0f}"""
     )
 
 
-def save(report: dict) -> None:
+def save(report: dict, *others: dict) -> None:
+    """Write the report as JSON, and the run's plot: this report's system and `others` on one picture."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{report['label']}-{stamp}.json"
-    path.write_text(json.dumps({k: v for k, v in report.items() if k != "timeline"}, indent=2))
+    path.write_text(json.dumps({k: v for k, v in report.items() if not k.endswith("_timeline")}, indent=2))
     print(f"wrote {path}")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    times = [t - report["started"] for t in report["timeline"]]
-    figure, axis = plt.subplots(figsize=(8, 4))
-    axis.hist(times, bins=max(10, int(max(times, default=1)) * 4), color="#3b6ea5")
-    axis.set_xlabel("seconds since the first request")
-    axis.set_ylabel("messages made durable per bin (0.25 s)")
-    axis.set_title(f"{report['label']}: {report['rows_per_s_end_to_end']:,.0f} rows/s end to end")
-    figure.tight_layout()
-    figure.savefig(path.with_suffix(".png"))
-    print(f"wrote {path.with_suffix('.png')}")
+    picture = plot_run([report, *others], path.with_suffix(".png"))
+    if picture is not None:
+        print(f"wrote {picture}")
 
 
 if __name__ == "__main__":
