@@ -167,20 +167,26 @@ class Stack:
 
     @staticmethod
     def _stop(process: subprocess.Popen | None, sig: int, timeout: float) -> int | None:
-        """Signal the entrypoint only, as `docker stop` does; kill the whole tree if it hangs."""
+        """Signal the entrypoint only, as `docker stop` does; kill the whole tree if it hangs.
+
+        The tree is noted before the signal: an entrypoint that dies at once (SIGKILL cannot be
+        forwarded) leaves its children to init, where nothing finds them afterwards, and the
+        workers run in a session of their own. Whatever of it outlives the entrypoint is killed.
+        """
         if process is None:
             return None
+        tree = descendants(process.pid)
         if process.poll() is None:
             process.send_signal(sig)
         try:
-            return process.wait(timeout)
+            status = process.wait(timeout)
         except subprocess.TimeoutExpired:
-            for pid in [process.pid, *descendants(process.pid)]:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            return process.wait(10)
+            tree = [process.pid, *descendants(process.pid), *tree]
+            _kill_all(tree)
+            status = process.wait(10)
+        _kill_all(tree)
+        return status
+
 
     def stop_workers(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
         return self._stop(self.workers, sig, timeout)
@@ -193,6 +199,14 @@ class Stack:
         self.stop_workers()
         self._stop(self.task_workers, signal.SIGTERM, 60)
         self._stop(self.model_workers, signal.SIGTERM, 60)
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @contextmanager
