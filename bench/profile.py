@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.processes import descendants  # noqa: E402
+
 PROFILES = ROOT / "bench" / "profiles"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 
@@ -78,11 +82,23 @@ def profile(kind: str, seconds: float) -> Path:
                 time.sleep(0.2)  # polling the benchmark's own output, bounded by `deadline`
             pid = _wait_for_process(pattern, deadline)
             time.sleep(1.0 if kind == "workers" else 3.0)  # past start-up, into the steady part
-            subprocess.run(
-                [py_spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--nonblocking",
-                 "--rate", "100", "--duration", str(seconds), "--format", "raw", "--output", str(raw)],
-                check=True, capture_output=True,
-            )
+            # One py-spy per process: `--subprocesses` on dramatiq's parent sampled its forked
+            # workers hardly at all (3 samples in 5 s), though each alone samples fine.
+            pids = [pid, *descendants(pid)]
+            parts = [raw.with_suffix(f".{each}.raw") for each in pids]
+            recorders = [
+                subprocess.Popen(
+                    [py_spy, "record", "--pid", str(each), "--gil", "--nonblocking", "--rate", "100",
+                     "--duration", str(max(1, round(seconds))), "--format", "raw", "--output", str(part)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+                for each, part in zip(pids, parts)
+            ]
+            for recorder in recorders:
+                recorder.wait(timeout=seconds + 60)
+            raw.write_text("".join(part.read_text() for part in parts if part.exists()))
+            for part in parts:
+                part.unlink(missing_ok=True)
         finally:
             runner.wait(timeout=600)
     summary = PROFILES / f"{kind}.txt"
@@ -94,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["workers", "api", "summary"])
     parser.add_argument("file", nargs="?", help="for summary: a py-spy raw profile")
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args(argv)
     if args.what == "summary":
         if not args.file:
