@@ -416,10 +416,10 @@ class CsvSink:
                     break
                 batch.append(pending)
                 size += len(pending.data)
+            report = None
             try:
                 file, report = self._commit_waiting_out_the_disk(file, batch)
                 self._tell(self.observers, report)
-                _log_commit(report)
             except BaseException as error:  # hand every other failure to the waiting actors
                 for pending in batch:
                     pending.written = False
@@ -428,6 +428,8 @@ class CsvSink:
             finally:
                 for pending in batch:
                     pending.done.set()
+            if report is not None:
+                _log_commit(report)  # once the actors are released: the line (~60 us) is not theirs to wait for
 
     def _commit_waiting_out_the_disk(self, file: DurableCsvFile | None, batch: list[PendingAppend]
                                      ) -> tuple[DurableCsvFile, CommitReport]:

@@ -63,10 +63,12 @@ def restore_cell(value: str) -> str:
     return value[1:] if value.startswith("'") else value
 
 
-class _LineSink(list):
-    """A csv.writer target that keeps each written row as one string (writerow writes once)."""
+def _quoted(cell: str) -> str:
+    """One cell as csv.writer writes it with QUOTE_ALL: in quotes, its own quotes doubled.
 
-    write = list.append
+    `in` first: it is a memchr, where `replace` scans slower and copies (frames never hold `"`).
+    """
+    return '"' + (cell.replace('"', '""') if '"' in cell else cell) + '"'
 
 
 def encode_rows(message_id: str, payload: dict[str, Any]) -> tuple[bytes, int]:
@@ -75,37 +77,30 @@ def encode_rows(message_id: str, payload: dict[str, Any]) -> tuple[bytes, int]:
     `payload` is the JSON form of `app.schemas.IngestPayload` as the API
     enqueued it; it was validated there and is not validated again.
 
-    The bytes are exactly what `csv.writer` would write for the same cells
-    (tests/unit/test_rows.py checks it), but the frames, ~95% of them, never
-    pass through the csv module: it scans every character of a cell, and
-    the worker profile showed that scan and the copies around it as a quarter
-    of a worker's time. A frame is quoted by hand: two quote characters, and
-    its own `"` doubled when `in` (a memchr) finds one, which in base64 it never does.
+    The bytes are exactly what `csv.writer` with QUOTE_ALL would write for the
+    same cells (tests/unit/test_rows.py checks it on any text), but no cell goes
+    through the csv module: with every cell quoted its rule is one line
+    (`_quoted`), and the module's per-character scan of the ~8 KB frames, then
+    its per-row call for the small cells, were the largest shares of a
+    worker's own time in the profiles (bench/RESULTS.md). The cells every row
+    of a message shares are quoted once.
     """
     data = payload["data"]
     preds = data["preds"]
     count = len(preds)
-    head = (
-        neutralise_cell(message_id),
-        None,
-        count,
-        neutralise_cell(payload["device_id"]),
-        neutralise_cell(payload["client_id"]),
-        neutralise_cell(payload["created_at"]),
-        neutralise_cell(data["license_id"]),
-    )
-    lines = _LineSink()
-    # "\r\n" although it is cut off below: Python 3.11's writer decides to quote CR and LF
-    # by looking at the terminator's characters.
-    writer = csv.writer(lines, lineterminator="\r\n", quoting=QUOTING)
+    first = _quoted(neutralise_cell(message_id)) + ',"'
+    shared = '",' + ",".join((
+        _quoted(str(count)),
+        _quoted(neutralise_cell(payload["device_id"])),
+        _quoted(neutralise_cell(payload["client_id"])),
+        _quoted(neutralise_cell(payload["created_at"])),
+        _quoted(neutralise_cell(data["license_id"])),
+    )) + ',"'
     parts: list[str] = []
     for index, pred in enumerate(preds):
-        writer.writerow((head[0], index, *head[2:], repr(float(pred["prob"])), orjson.dumps(pred["tags"]).decode()))
-        parts.append(lines.pop()[:-2])
-        cell = neutralise_cell(pred["image_frame"])
-        parts.append(',"')
-        parts.append(cell.replace('"', '""') if '"' in cell else cell)  # `in` is a memchr; replace scans slower
-        parts.append('"\r\n')
+        parts += (first, str(index), shared, repr(float(pred["prob"])), '",',
+                  _quoted(orjson.dumps(pred["tags"]).decode()), ",", _quoted(neutralise_cell(pred["image_frame"])),
+                  "\r\n")
     return "".join(parts).encode(), count
 
 
