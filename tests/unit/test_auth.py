@@ -184,3 +184,22 @@ def test_an_open_api_refuses_what_another_sites_page_sends_it(published, headers
     assert response.status_code == (403 if refused else 202), response.text
     upload = client.post("/file/upload", files={"file": ("a.ndjson", b"")}, headers=headers)
     assert (upload.status_code == 403) == refused
+
+
+def test_a_key_changed_in_the_file_gets_a_principal_of_its_new_scopes(tmp_path):
+    import orjson
+
+    from app.keys import RELOAD_INTERVAL_SECONDS
+    from tests.support.waiting import wait_for
+
+    path = tmp_path / "keys.json"
+    secret = add_key(path, "cams", ["ingest"])
+    authenticator = Authenticator(Settings(api_keys_file=path))
+    header = f"Bearer {secret}"
+    first = authenticator.principal_for(header)
+    assert authenticator.principal_for(header) is first and first.scopes == {"ingest"}
+    document = orjson.loads(path.read_bytes())
+    document["keys"][0]["scopes"] = ["ingest", "read"]  # an operator's edit: same secret, more scopes
+    path.write_bytes(orjson.dumps(document))
+    wait_for(lambda: authenticator.principal_for(header).scopes == {"ingest", "read"},
+             timeout=RELOAD_INTERVAL_SECONDS * 3, what="the new scopes")

@@ -65,6 +65,25 @@ def test_a_running_ring_refuses_a_revoked_key_within_seconds(tmp_path):
     assert ring.find(kept) is not None
 
 
+def test_a_secret_is_hashed_once_until_the_keys_are_read_again_and_a_wrong_one_is_never_kept(tmp_path, monkeypatch):
+    path = tmp_path / "keys.json"
+    secret = add_key(path, "cams", ["ingest"])
+    ring = KeyRing(path)
+    hashed = []
+    real_hash = keys._hash
+    monkeypatch.setattr(keys, "_hash", lambda text: hashed.append(text) or real_hash(text))
+    assert ring.find(secret) is ring.find(secret) is not None
+    assert len(hashed) == 1
+    forged = secret[:-4] + ("AAAA" if not secret.endswith("AAAA") else "BBBB")
+    assert ring.find(forged) is None and ring.find(forged) is None
+    assert len(hashed) == 3 and forged not in ring._verified
+    ring.refresh(force=True)  # the file did not change: what was verified stands
+    assert ring.find(secret) is not None and len(hashed) == 3
+    revoke_key(path, "cams")
+    ring.refresh(force=True)
+    assert ring.find(secret) is None
+
+
 def test_a_secret_with_a_known_id_but_another_token_is_refused(tmp_path):
     path = tmp_path / "keys.json"
     secret = add_key(path, "real", ["admin"])
