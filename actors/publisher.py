@@ -25,9 +25,14 @@ a second (a passive declare, on a channel of its own so that an error there
 never touches the publishing one), and a publish to a queue at its bound fails
 at once (QueueFull). A reading older than DEPTH_STALE_SECONDS is not used: a
 bound kept on a frozen figure could refuse everything for good. A deleted
-queue stops being watched. The bound is a soft one, by up to half a second of
-traffic; it is kept by the app rather than by `x-max-length`, which RabbitMQ
-cannot add to a queue that exists without deleting it (and its messages).
+queue stops being watched. That bound is a soft one, by up to half a second of
+traffic, and it is off while the readings are stale; so RabbitMQ keeps a hard
+one behind it: the main queues are declared with `x-max-length` (twice the
+soft bound) and `reject-publish`, and a publish past it is refused with a
+basic.nack (503 as well). A queue declared by an earlier version without it
+cannot be given it by a declare (RabbitMQ refuses arguments that differ, 406):
+it is declared as it is, and one error line gives the `rabbitmqctl set_policy`
+command that adds the bound in place.
 """
 
 from __future__ import annotations
@@ -70,6 +75,14 @@ class PublisherBusy(ConnectionFailed):
 
 class QueueFull(ConnectionFailed):
     """The queue holds MAX_QUEUE_MESSAGES ready messages: the workers are behind."""
+
+
+class QueueArgumentsDiffer(ConnectionFailed):
+    """RabbitMQ refused a declare (406): the queue exists with other arguments."""
+
+
+#: RabbitMQ's reply code for a declare whose arguments differ from the queue's.
+PRECONDITION_FAILED = 406
 
 
 #: How often the depth of each declared queue is read.
@@ -297,6 +310,9 @@ class ConfirmedPublisher:
             self._ioloop.stop()
 
     def _on_channel_closed(self, _channel, reason: BaseException) -> None:
+        if getattr(reason, "reply_code", None) == PRECONDITION_FAILED and self._declares:
+            # RabbitMQ answers in order: the oldest unanswered declare is the one it refused.
+            _settle(self._declares.pop(0), QueueArgumentsDiffer(getattr(reason, "reply_text", repr(reason))))
         self._fail_in_flight(reason)
         # A channel error (e.g. a refused declare) leaves the connection open: reopen a channel.
         if self._connection is not None and self._connection.is_open and not self._closing:
@@ -377,7 +393,9 @@ class ConfirmedPublisher:
             elif acked:
                 _settle(future)
             else:
-                _settle(future, ConnectionFailed(f"RabbitMQ refused message {message_id} (basic.nack)"))
+                _settle(future, ConnectionFailed(
+                    f"RabbitMQ refused message {message_id} (basic.nack): its queue is at its length bound "
+                    "(x-max-length, twice MAX_QUEUE_MESSAGES), or RabbitMQ could not take it"))
 
     def _shutdown(self) -> None:
         if self._connection is not None and self._connection.is_open:
@@ -435,14 +453,44 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
             # Once connected, a lost connection fails at once instead.
             publisher.wait_ready(self.publish_timeout)
         arguments = self._build_queue_arguments(canonical_queue_name)
+        self._declare_bounded(canonical_queue_name, arguments)
         for name, args in (
-            (canonical_queue_name, arguments),
             (dq_name(canonical_queue_name), arguments),
             (xq_name(canonical_queue_name), {"x-message-ttl": DEAD_MESSAGE_TTL}),
         ):
             self._await(self.publisher.declare(name, args), f"the declaration of queue {name}")
         self.queues_pending.discard(canonical_queue_name)
         self.publisher.watch(canonical_queue_name)
+
+    def length_bound(self) -> dict[str, Any]:
+        """The main queues' hard bound: RabbitMQ itself refuses (basic.nack) a publish past it.
+
+        Twice MAX_QUEUE_MESSAGES: the app's soft bound answers 503 first, from a depth read twice
+        a second; this one holds when that reading is late or missing, and a retry moved back
+        from the delay queue into a queue at the soft bound still fits. The delay and dead-letter
+        queues are never bounded: a retry is never refused.
+        """
+        if not self.max_queue_messages:
+            return {}
+        return {"x-max-length": 2 * self.max_queue_messages, "x-overflow": "reject-publish"}
+
+    def _declare_bounded(self, queue: str, arguments: dict[str, Any]) -> None:
+        """Declare a main queue with its length bound; one that exists without it (declared by an
+        earlier version) is declared as it is, and the log says how to bound it in place."""
+        bound = self.length_bound()
+        try:
+            self._await(self.publisher.declare(queue, {**arguments, **bound}), f"the declaration of queue {queue}")
+            return
+        except QueueArgumentsDiffer as error:
+            if not bound:
+                raise
+            logger.error(
+                "queue {} exists without RabbitMQ's length bound ({}); it keeps only the app's soft bound. "
+                "To add it without losing messages: rabbitmqctl set_policy -p <vhost> --apply-to queues "
+                "{}-bound '^{}$' '{{\"max-length\":{},\"overflow\":\"reject-publish\"}}'",
+                queue, error, queue, queue, bound["x-max-length"])
+        self.publisher.wait_ready(self.publish_timeout)  # the refusal closed the channel; it reopens
+        self._await(self.publisher.declare(queue, arguments), f"the declaration of queue {queue}")
 
     def queue_ready(self, queue_name: str) -> bool:
         """True once `queue_name` is declared, so publishing it needs no round trip first."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 
 import pika
@@ -19,7 +20,17 @@ def _rabbitmqctl(*args: str) -> None:
 def create_vhost(prefix: str = "test") -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    # Seen once while another suite made vhosts too: set_permissions failed (status 64) right after
+    # add_vhost returned; a second try a moment later works.
+    for attempt in range(3):
+        try:
+            _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+            return name
+        except subprocess.CalledProcessError as error:
+            if attempt == 2:
+                raise RuntimeError(f"rabbitmqctl set_permissions on vhost {name} failed: "
+                                   f"{error.stderr.decode(errors='replace').strip()}") from None
+            time.sleep(0.5)  # a bounded pause between tries of a command, not a wait for a condition
     return name
 
 
