@@ -172,13 +172,20 @@ class DeadLetterOffice:
                     continue  # stays unacked: back in the queue when we close
                 options = {k: v for k, v in message.options.items() if k not in RETRY_STATE_OPTIONS}
                 fresh = message.copy(queue_name=q_name(message.queue_name), options=options)
-                channel.basic_publish(
-                    "",
-                    fresh.queue_name,
-                    fresh.encode(),
-                    pika.BasicProperties(delivery_mode=2, message_id=fresh.message_id),
-                    mandatory=True,
-                )  # returns once confirmed
+                try:
+                    channel.basic_publish(
+                        "",
+                        fresh.queue_name,
+                        fresh.encode(),
+                        pika.BasicProperties(delivery_mode=2, message_id=fresh.message_id),
+                        mandatory=True,
+                    )  # returns once confirmed
+                except pika.exceptions.NackError:
+                    # The queue is at RabbitMQ's length bound: this one and the rest stay dead
+                    # letters (unacked, back in place on close), and `left` says how many.
+                    logger.warning("replay to {} stopped after {}: the queue is at its length bound", queue,
+                                   len(replayed))
+                    break
                 channel.basic_ack(method.delivery_tag)
                 replayed.append(fresh.message_id)
         finally:

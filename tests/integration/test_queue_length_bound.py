@@ -63,3 +63,30 @@ def test_a_queue_an_earlier_version_declared_without_the_bound_keeps_working_and
     assert queue_state(vhost_url(vhost), "q")[0] == 2
     (line,) = [text for text in errors if "length bound" in text]
     assert "rabbitmqctl set_policy" in line and "'^q$'" in line and '"max-length":10' in line
+
+
+def test_a_replay_into_a_queue_at_its_length_bound_stops_and_leaves_the_rest_dead_lettered(vhost):
+    import pika
+
+    from actors.dead_letters import DeadLetterOffice
+    from tests.support.rabbit import REDIS_URL
+
+    broker = ConfirmedRabbitmqBroker(url=vhost_url(vhost), middleware=[], publish_timeout=10,
+                                     max_queue_messages=BOUND)
+    try:
+        broker.declare_queue("q", ensure=True)
+        broker.publisher.depth = lambda queue: None
+        for index in range(2 * BOUND):  # at RabbitMQ's bound
+            broker.enqueue(message(index))
+        connection = pika.BlockingConnection(pika.URLParameters(vhost_url(vhost)))
+        try:
+            for index in (100, 101):
+                dead = message(index).copy(queue_name="q.XQ")
+                connection.channel().basic_publish("", "q.XQ", dead.encode(), pika.BasicProperties(delivery_mode=2))
+        finally:
+            connection.close()
+        replayed, left = DeadLetterOffice(broker, REDIS_URL, 5).replay("q", None, 100)
+    finally:
+        broker.close()
+    assert (replayed, left) == ([], 2)
+    assert queue_state(vhost_url(vhost), "q.XQ")[0] == 2 and queue_state(vhost_url(vhost), "q")[0] == 2 * BOUND
