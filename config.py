@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         "amqp://127.0.0.1:5672/",
         description="AMQP URL of RabbitMQ, including the vhost and, beyond loopback, user and password.",
     )
+    rabbitmq_queue_type: Literal["classic", "quorum"] = Field(
+        "classic",
+        description="The type the app declares its queues with: classic on one node, quorum (replicated, "
+        "with a delivery limit) on a cluster. A queue's type is fixed when it is made.",
+    )
     publish_timeout_seconds: float = Field(
         0.5,
         gt=0,

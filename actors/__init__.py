@@ -99,7 +99,8 @@ def build_broker(
     url = url_with_timeouts(settings.rabbitmq_url, settings.publish_timeout_seconds)
     return ConfirmedRabbitmqBroker(url=url, middleware=middleware, publish_timeout=settings.publish_timeout_seconds,
                                    max_in_flight_bytes=settings.max_publish_in_flight_bytes,
-                                   max_queue_messages=settings.max_queue_messages)
+                                   max_queue_messages=settings.max_queue_messages,
+                                   queue_type=settings.rabbitmq_queue_type, max_deliveries=settings.max_deliveries)
 
 
 dramatiq.set_encoder(OrjsonEncoder())

@@ -81,6 +81,10 @@ class QueueArgumentsDiffer(ConnectionFailed):
     """RabbitMQ refused a declare (406): the queue exists with other arguments."""
 
 
+class QueueTypeDiffers(QueueArgumentsDiffer):
+    """The queue exists as the other type (classic, quorum) than RABBITMQ_QUEUE_TYPE says."""
+
+
 #: RabbitMQ's reply code for a declare whose arguments differ from the queue's.
 PRECONDITION_FAILED = 406
 
@@ -412,11 +416,14 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
     """
 
     def __init__(self, *, url: str, middleware: list, publish_timeout: float,
-                 max_in_flight_bytes: int = 64 * 1024 * 1024, max_queue_messages: int = 0):
+                 max_in_flight_bytes: int = 64 * 1024 * 1024, max_queue_messages: int = 0,
+                 queue_type: str = "classic", max_deliveries: int = 0):
         super().__init__(url=url, confirm_delivery=True, middleware=middleware)
         self.publish_timeout = publish_timeout
         self.max_in_flight_bytes = max_in_flight_bytes
         self.max_queue_messages = max_queue_messages  # 0: unbounded
+        self.queue_type = queue_type
+        self.max_deliveries = max_deliveries  # for quorum queues' own delivery limit; 0: none
         self._publisher: Optional[ConfirmedPublisher] = None
         self._publisher_pid: Optional[int] = None
         self._publisher_lock = threading.Lock()
@@ -453,12 +460,12 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
             # Once connected, a lost connection fails at once instead.
             publisher.wait_ready(self.publish_timeout)
         arguments = self._build_queue_arguments(canonical_queue_name)
-        self._declare_bounded(canonical_queue_name, arguments)
+        self._declare_bounded(canonical_queue_name, self._typed(arguments, main=True))
         for name, args in (
-            (dq_name(canonical_queue_name), arguments),
-            (xq_name(canonical_queue_name), {"x-message-ttl": DEAD_MESSAGE_TTL}),
+            (dq_name(canonical_queue_name), self._typed(arguments, main=False)),
+            (xq_name(canonical_queue_name), self._typed({"x-message-ttl": DEAD_MESSAGE_TTL}, main=False)),
         ):
-            self._await(self.publisher.declare(name, args), f"the declaration of queue {name}")
+            self._declare(name, args)
         self.queues_pending.discard(canonical_queue_name)
         self.publisher.watch(canonical_queue_name)
 
@@ -474,13 +481,49 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
             return {}
         return {"x-max-length": 2 * self.max_queue_messages, "x-overflow": "reject-publish"}
 
+    def _typed(self, arguments: dict[str, Any], *, main: bool) -> dict[str, Any]:
+        """`arguments` for RABBITMQ_QUEUE_TYPE (see docs/ARCHITECTURE.md, "Queue types").
+
+        Quorum: dead-lettering at least once (RabbitMQ's default for quorum queues is at most
+        once; at-least-once needs reject-publish), and on the main queues a delivery limit one
+        above MAX_DELIVERIES, so the app's count, which records why, acts first and RabbitMQ's
+        holds when Redis is down. Never on the delay queue: Dramatiq holds its messages unacked
+        until due and they return on every reconnect, which a limit would count.
+        """
+        if self.queue_type != "quorum":
+            return arguments
+        typed = {**arguments, "x-queue-type": "quorum"}
+        if "x-dead-letter-exchange" in arguments:
+            typed.update({"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+        if main and self.max_deliveries:
+            typed["x-delivery-limit"] = self.max_deliveries + 1
+        return typed
+
+    def _declare(self, queue: str, arguments: dict[str, Any]) -> None:
+        """Declare one queue; one of the other type is refused with what to do, in one line."""
+        try:
+            self._await(self.publisher.declare(queue, arguments), f"the declaration of queue {queue}")
+        except QueueArgumentsDiffer as error:
+            if "x-queue-type" not in str(error):
+                raise
+            wanted = arguments.get("x-queue-type", "classic")
+            raise QueueTypeDiffers(
+                f"queue {queue} exists, and not as a {wanted} queue, which RABBITMQ_QUEUE_TYPE={self.queue_type} "
+                "asks for; a queue's type is fixed when it is made. To migrate: stop the API and the workers, "
+                f"let the workers drain it first (or move its messages with a shovel), delete {queue} "
+                "(rabbitmqctl delete_queue -p <vhost> <name>, for the queue, its .DQ and its .XQ), and start "
+                f"again; or keep RABBITMQ_QUEUE_TYPE={'quorum' if wanted == 'classic' else 'classic'}"
+            ) from None
+
     def _declare_bounded(self, queue: str, arguments: dict[str, Any]) -> None:
         """Declare a main queue with its length bound; one that exists without it (declared by an
         earlier version) is declared as it is, and the log says how to bound it in place."""
         bound = self.length_bound()
         try:
-            self._await(self.publisher.declare(queue, {**arguments, **bound}), f"the declaration of queue {queue}")
+            self._declare(queue, {**arguments, **bound})
             return
+        except QueueTypeDiffers:
+            raise
         except QueueArgumentsDiffer as error:
             if not bound:
                 raise
@@ -490,7 +533,7 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
                 "{}-bound '^{}$' '{{\"max-length\":{},\"overflow\":\"reject-publish\"}}'",
                 queue, error, queue, queue, bound["x-max-length"])
         self.publisher.wait_ready(self.publish_timeout)  # the refusal closed the channel; it reopens
-        self._await(self.publisher.declare(queue, arguments), f"the declaration of queue {queue}")
+        self._declare(queue, arguments)
 
     def queue_ready(self, queue_name: str) -> bool:
         """True once `queue_name` is declared, so publishing it needs no round trip first."""

@@ -1,0 +1,92 @@
+"""RABBITMQ_QUEUE_TYPE: the app declares quorum queues itself, and a queue of the other type is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+
+import pytest
+from dramatiq.message import Message
+
+from actors.publisher import ConfirmedRabbitmqBroker, QueueTypeDiffers
+from tests.support.csv_check import assert_rows_match, wait_for_rows
+from tests.support.payloads import random_payload
+from tests.support.rabbit import create_vhost, delete_vhost, queue_state, vhost_url
+from tests.support.stack import isolated_stack
+
+
+@pytest.fixture()
+def vhost():
+    name = create_vhost("qtype")
+    try:
+        yield name
+    finally:
+        delete_vhost(name)
+
+
+def declared(vhost: str) -> dict[str, dict]:
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "type", "arguments", "--formatter", "json"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout
+    # Each argument is [name, AMQP type, value].
+    return {queue["name"]: {"type": queue["type"], **{name: value for name, _, value in queue["arguments"]}}
+            for queue in json.loads(listing)}
+
+
+def broker_for(vhost: str, queue_type: str) -> ConfirmedRabbitmqBroker:
+    return ConfirmedRabbitmqBroker(url=vhost_url(vhost), middleware=[], publish_timeout=10, max_queue_messages=5,
+                                   queue_type=queue_type, max_deliveries=3)
+
+
+def test_quorum_queues_get_a_delivery_limit_and_at_least_once_dead_lettering_and_the_delay_queue_no_limit(vhost):
+    broker = broker_for(vhost, "quorum")
+    try:
+        broker.declare_queue("q", ensure=True)
+        broker.enqueue(Message(queue_name="q", actor_name="a", args=(1,), kwargs={}, options={}))
+    finally:
+        broker.close()
+    queues = declared(vhost)
+    assert {name: queue["type"] for name, queue in queues.items()} == {"q": "quorum", "q.DQ": "quorum",
+                                                                       "q.XQ": "quorum"}
+    main, delay = queues["q"], queues["q.DQ"]
+    assert main["x-delivery-limit"] == 4 and main["x-dead-letter-strategy"] == "at-least-once"
+    assert main["x-max-length"] == 10 and main["x-overflow"] == "reject-publish"
+    assert "x-delivery-limit" not in delay and "x-max-length" not in delay
+    assert delay["x-dead-letter-strategy"] == "at-least-once"
+    assert queue_state(vhost_url(vhost), "q")[0] == 1
+
+
+def test_a_queue_of_the_other_type_is_refused_with_how_to_migrate_and_keeps_its_messages(vhost):
+    classic = broker_for(vhost, "classic")
+    try:
+        classic.declare_queue("q", ensure=True)
+        classic.enqueue(Message(queue_name="q", actor_name="a", args=(1,), kwargs={}, options={}))
+    finally:
+        classic.close()
+    quorum = broker_for(vhost, "quorum")
+    try:
+        with pytest.raises(QueueTypeDiffers) as refused:
+            quorum.declare_queue("q", ensure=True)
+    finally:
+        quorum.close()
+    text = str(refused.value)
+    assert "RABBITMQ_QUEUE_TYPE=quorum" in text and "rabbitmqctl delete_queue" in text and "\n" not in text
+    assert declared(vhost)["q"]["type"] == "classic" and queue_state(vhost_url(vhost), "q")[0] == 1
+
+
+@pytest.mark.slow
+def test_a_stack_on_quorum_queues_writes_every_accepted_detection_once(tmp_path):
+    with isolated_stack(tmp_path, "quorum", processes=1, threads=4, rabbitmq_queue_type="quorum") as stack:
+        stack.start()
+        rng = random.Random(5)
+        accepted = {}
+        for _ in range(20):
+            body = random_payload(rng, frame_bytes=256)
+            answer = stack.http.post("/api", json=body)
+            assert answer.status_code == 202, answer.text
+            accepted[answer.json()["message_id"]] = body
+        wait_for_rows(stack.csv_path, accepted)
+        assert_rows_match(stack.csv_path, accepted)
+        assert declared(stack.rabbitmq_url.rsplit("/", 1)[1])["ingest"]["type"] == "quorum"
