@@ -90,3 +90,25 @@ def test_a_stack_on_quorum_queues_writes_every_accepted_detection_once(tmp_path)
         wait_for_rows(stack.csv_path, accepted)
         assert_rows_match(stack.csv_path, accepted)
         assert declared(stack.rabbitmq_url.rsplit("/", 1)[1])["ingest"]["type"] == "quorum"
+
+
+@pytest.mark.slow
+def test_workers_started_on_a_queue_of_the_other_type_say_how_to_migrate_without_a_traceback(tmp_path):
+    from tests.support.waiting import wait_for
+
+    with isolated_stack(tmp_path, "qtype-workers", processes=1, threads=2, rabbitmq_queue_type="quorum") as stack:
+        vhost = stack.rabbitmq_url.rsplit("/", 1)[1]
+        # What an earlier deployment left, with the default MAX_QUEUE_MESSAGES as the stack has it
+        # (RabbitMQ names one differing argument per refusal, and the length would come first).
+        classic = ConfirmedRabbitmqBroker(url=vhost_url(vhost), middleware=[], publish_timeout=10,
+                                          max_queue_messages=100_000)
+        try:
+            classic.declare_queue("ingest", ensure=True)
+        finally:
+            classic.close()
+        stack.start_workers(wait=False)
+        wait_for(lambda: "RABBITMQ_QUEUE_TYPE=quorum" in stack.workers_log.read_text(errors="replace"),
+                 timeout=60, interval=0.2, what="the workers' line on the queue type")
+        log = stack.workers_log.read_text(errors="replace")
+        assert "rabbitmqctl delete_queue" in log and "Traceback" not in log
+        assert declared(vhost)["ingest"]["type"] == "classic"
