@@ -200,7 +200,7 @@ async def ingest_batch(
     summary="Enqueue every detection of a CSV, XLSX or NDJSON file",
     description=(
         "Upload one file as `multipart/form-data`, field `file`. The file's name says its format:\n\n"
-        "- `.csv`, `.xlsx`: the columns of the service's own CSV (see the README, \"CSV format\"), one row "
+        "- `.csv`, `.xlsx`: the columns of the service's own CSV (docs/csv-format.md), one row "
         "per pred, header first, any column order; `message_id`, `pred_index` and `pred_count` are "
         "optional. Consecutive rows with the same `message_id` (without one: the same device_id, "
         "client_id, created_at and license_id) are one payload, complete at `pred_count` rows. Cells "
