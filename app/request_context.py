@@ -71,5 +71,6 @@ class RequestContext:
                         "status": status,
                         "duration_ms": round(seconds * 1000, 2),
                     }
-                    # The fields are also bound, so LOG_FORMAT=json carries them as keys.
-                    logger.bind(**fields).info("{method} {path} {status} {duration_ms} ms", **fields)
+                    # loguru puts the format's keyword arguments in `extra` too, so LOG_FORMAT=json
+                    # carries them as keys without a `bind` (which cost ~5 us of the line's ~30).
+                    logger.info("{method} {path} {status} {duration_ms} ms", **fields)
