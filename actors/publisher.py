@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -46,6 +47,7 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Optional
 
+import orjson
 import pika
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.common import current_millis, dq_name, q_name, xq_name
@@ -87,6 +89,21 @@ class QueueTypeDiffers(QueueArgumentsDiffer):
 
 #: RabbitMQ's reply code for a declare whose arguments differ from the queue's.
 PRECONDITION_FAILED = 406
+#: Queue arguments an operator tunes: a queue made with other values is used as it is (see `_declare_bounded`).
+ADOPTABLE = ("x-max-length", "x-overflow", "x-delivery-limit", "x-dead-letter-strategy")
+_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'.*?current is (?:none|the value '([^']*)'|'([^']*)')")
+
+
+def _differing_argument(reply: str) -> tuple[str | None, Any]:
+    """(argument, the queue's current value or None) from RabbitMQ's 406 text, e.g. "inequivalent arg
+    'x-max-length' for queue 'q' in vhost 'v': received '20' but current is '10'"."""
+    match = _INEQUIVALENT.search(reply)
+    if match is None:
+        return None, None
+    current = match.group(2) if match.group(2) is not None else match.group(3)
+    if current is not None and current.lstrip("-").isdigit():
+        return match.group(1), int(current)
+    return match.group(1), current
 
 
 #: How often the depth of each declared queue is read.
@@ -314,7 +331,8 @@ class ConfirmedPublisher:
             self._ioloop.stop()
 
     def _on_channel_closed(self, _channel, reason: BaseException) -> None:
-        if getattr(reason, "reply_code", None) == PRECONDITION_FAILED and self._declares:
+        if (getattr(reason, "reply_code", None) == PRECONDITION_FAILED and self._declares
+                and "inequivalent arg" in str(getattr(reason, "reply_text", ""))):
             # RabbitMQ answers in order: the oldest unanswered declare is the one it refused.
             _settle(self._declares.pop(0), QueueArgumentsDiffer(getattr(reason, "reply_text", repr(reason))))
         self._fail_in_flight(reason)
@@ -516,24 +534,43 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
             ) from None
 
     def _declare_bounded(self, queue: str, arguments: dict[str, Any]) -> None:
-        """Declare a main queue with its length bound; one that exists without it (declared by an
-        earlier version) is declared as it is, and the log says how to bound it in place."""
-        bound = self.length_bound()
-        try:
-            self._declare(queue, {**arguments, **bound})
-            return
-        except QueueTypeDiffers:
-            raise
-        except QueueArgumentsDiffer as error:
-            if not bound:
+        """Declare a main queue with its length bound (and, quorum, its delivery limit).
+
+        A queue keeps the arguments it was made with, and RabbitMQ refuses a declare whose
+        arguments differ (406), naming one argument at a time. For the ones an operator tunes
+        (`ADOPTABLE`: made by an earlier version without a bound, or with another
+        MAX_QUEUE_MESSAGES or MAX_DELIVERIES), the queue is declared as it is, and one error line
+        says what it kept and the `rabbitmqctl set_policy` that applies the configured values in
+        place. Any other difference, the type included, is refused.
+        """
+        wanted = {**arguments, **self.length_bound()}
+        kept: dict[str, Any] = {}
+        for _ in range(len(ADOPTABLE) + 1):
+            try:
+                self._declare(queue, wanted)
+                break
+            except QueueTypeDiffers:
                 raise
-            logger.error(
-                "queue {} exists without RabbitMQ's length bound ({}); it keeps only the app's soft bound. "
-                "To add it without losing messages: rabbitmqctl set_policy -p <vhost> --apply-to queues "
-                "{}-bound '^{}$' '{{\"max-length\":{},\"overflow\":\"reject-publish\"}}'",
-                queue, error, queue, queue, bound["x-max-length"])
-        self.publisher.wait_ready(self.publish_timeout)  # the refusal closed the channel; it reopens
-        self._declare(queue, arguments)
+            except QueueArgumentsDiffer as error:
+                name, current = _differing_argument(str(error))
+                if name not in ADOPTABLE or name in kept:
+                    raise
+                kept[name] = current
+                if current is None:
+                    wanted.pop(name, None)
+                else:
+                    wanted[name] = current
+                self.publisher.wait_ready(self.publish_timeout)  # the refusal closed the channel; it reopens
+        if kept:
+            asked = {**arguments, **self.length_bound()}
+            policy = ",".join(f'"{name[2:]}":{orjson.dumps(asked[name]).decode()}' for name in kept if name in asked)
+            how = (f"To apply those in place: rabbitmqctl set_policy -p <vhost> --apply-to queues {queue}-bound "
+                   f"'^{queue}$' '{{{policy}}}' (a policy can lower a bound an argument set, not raise it: for that "
+                   "the queue must be made again)" if policy else
+                   "A policy cannot take an argument away: to drop it the queue must be made again")
+            logger.error("queue {} keeps the arguments it was made with ({}) instead of the configured ones ({}). {}",
+                         queue, ", ".join(f"{name}={current}" for name, current in kept.items()),
+                         ", ".join(f"{name}={asked.get(name)}" for name in kept), how)
 
     def queue_ready(self, queue_name: str) -> bool:
         """True once `queue_name` is declared, so publishing it needs no round trip first."""

@@ -455,7 +455,10 @@ class CsvSink:
             try:
                 batch = [work.get(timeout=log.due_in())]
             except queue.Empty:  # idle: the commits so far are logged now, not at the next one
-                log.write()
+                try:
+                    log.write()
+                except Exception:  # noqa: BLE001 (as above)
+                    log._reset(time.monotonic())
                 continue
             size = len(batch[0].data)
             while size < MAX_BATCH_BYTES and len(batch) < MAX_BATCH_MESSAGES:
@@ -478,7 +481,10 @@ class CsvSink:
                 for pending in batch:
                     pending.done.set()
             if report is not None:
-                log.add(report)  # once the actors are released: a line (~60 us) is not theirs to wait for
+                try:  # once the actors are released: a line (~60 us) is not theirs to wait for
+                    log.add(report)
+                except Exception:  # noqa: BLE001 (a log line that fails must not end the committer)
+                    pass
 
     def _commit_waiting_out_the_disk(self, file: DurableCsvFile | None, batch: list[PendingAppend]
                                      ) -> tuple[DurableCsvFile, CommitReport]:

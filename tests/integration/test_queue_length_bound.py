@@ -61,8 +61,30 @@ def test_a_queue_an_earlier_version_declared_without_the_bound_keeps_working_and
         broker.close()
         logger.remove(handler)
     assert queue_state(vhost_url(vhost), "q")[0] == 2
-    (line,) = [text for text in errors if "length bound" in text]
-    assert "rabbitmqctl set_policy" in line and "'^q$'" in line and '"max-length":10' in line
+    (line,) = [text for text in errors if "keeps the arguments it was made with" in text]
+    assert "rabbitmqctl set_policy" in line and "'^q$'" in line
+    assert '"max-length":10,"overflow":"reject-publish"' in line
+
+
+def test_a_queue_made_with_another_bound_is_used_as_it_is_when_max_queue_messages_changes(vhost):
+    first = ConfirmedRabbitmqBroker(url=vhost_url(vhost), middleware=[], publish_timeout=10, max_queue_messages=BOUND)
+    try:
+        first.declare_queue("q", ensure=True)
+    finally:
+        first.close()
+    errors: list[str] = []
+    handler = logger.add(lambda line: errors.append(str(line)), level="ERROR", format="{message}")
+    later = ConfirmedRabbitmqBroker(url=vhost_url(vhost), middleware=[], publish_timeout=10,
+                                    max_queue_messages=2 * BOUND)
+    try:
+        later.declare_queue("q", ensure=True)
+        later.enqueue(message(1))  # the queue works, with the bound it was made with
+    finally:
+        later.close()
+        logger.remove(handler)
+    assert queue_state(vhost_url(vhost), "q")[0] == 1
+    (line,) = [text for text in errors if "keeps the arguments it was made with" in text]
+    assert f"x-max-length={2 * BOUND}" in line and f"x-max-length={4 * BOUND}" in line
 
 
 def test_a_replay_into_a_queue_at_its_length_bound_stops_and_leaves_the_rest_dead_lettered(vhost):

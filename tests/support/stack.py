@@ -175,7 +175,8 @@ class Stack:
         """
         if process is None:
             return None
-        tree = descendants(process.pid)
+        # Only while it runs: the pid of one reaped before (stopped twice) may be another process's.
+        tree = descendants(process.pid) if process.poll() is None else []
         if process.poll() is None:
             process.send_signal(sig)
         try:
