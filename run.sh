@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/bootstrap.sh requirements.txt
 scripts/ensure_rabbitmq.sh
+scripts/ensure_redis.sh
 exec ./entrypoint.sh

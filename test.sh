@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/bootstrap.sh requirements-dev.txt
 scripts/ensure_rabbitmq.sh
+scripts/ensure_redis.sh
 scripts/ensure_chromium.sh  # the status page is tested in a real headless Chromium
 exec .venv/bin/python -m pytest "$@"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure RabbitMQ answers on RABBITMQ_URL's host and port; start a local one if installed.
+# Make sure RabbitMQ answers on RABBITMQ_URL's host and port; on loopback, install it
+# (scripts/install_packages.sh) when missing and start it.
 # Fails at once, with one line saying what to do, when it cannot; never waits forever.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +21,9 @@ case "$host" in
   *) echo "RabbitMQ not reachable at $host:$port; start it or fix RABBITMQ_URL" >&2; exit 1 ;;
 esac
 if ! command -v rabbitmq-server >/dev/null 2>&1; then
-  echo "RabbitMQ not reachable at $host:$port and rabbitmq-server is not installed; run 'apt-get install rabbitmq-server' or 'docker compose up rabbitmq', or set RABBITMQ_URL" >&2
-  exit 1
+  scripts/install_packages.sh RabbitMQ rabbitmq-server
+  command -v rabbitmq-server >/dev/null 2>&1 ||
+    { echo "RabbitMQ was installed but rabbitmq-server is not on PATH; start it by hand or set RABBITMQ_URL" >&2; exit 1; }
 fi
 echo "starting local RabbitMQ (rabbitmq-server -detached)..." >&2
 rabbitmq-server -detached >/dev/null 2>&1 || true

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,3 +46,82 @@ def test_the_three_worker_groups_between_them_consume_every_queue_once():
               "tasks": queues_of("tasks"), "ml": queues_of("ml")}
     assert groups == {"main": {INGEST_QUEUE}, "tasks": {TASKS_QUEUE}, "ml": {TRAINING_QUEUE, PREDICTIONS_QUEUE}}
     assert set().union(*groups.values()) == broker.get_declared_queues()
+
+
+def _fake_bin(tmp_path: Path, **fakes: str) -> dict[str, str]:
+    """An environment whose PATH has only what the scripts use, and the given fakes (name: script
+    body): so rabbitmq-server and redis-server look absent, and `id`, `sudo`, `apt-get` say what
+    the test wants."""
+    import shutil
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("bash", "dirname", "timeout", "mkdir", "seq", "sleep"):
+        (fake / tool).symlink_to(shutil.which(tool))
+    for name, body in fakes.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    return {**os.environ, "PATH": str(fake), "CSV_PATH": str(tmp_path / "data" / "data.csv")}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / "scripts" / script)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_ensure_redis_succeeds_silently_when_redis_answers():
+    result = _run("ensure_redis.sh", dict(os.environ))
+    assert result.returncode == 0 and result.stderr == ""
+
+
+def test_ensure_redis_fails_at_once_with_one_line_for_an_unreachable_remote_redis():
+    started = time.monotonic()
+    result = _run("ensure_redis.sh", {**os.environ, "REDIS_URL": "redis://127.0.0.2:1/0"})
+    assert result.returncode == 1 and time.monotonic() - started < 10
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "REDIS_URL" in lines[0]
+
+
+def test_ensure_redis_starts_a_local_redis_bound_to_loopback_beside_the_csv(tmp_path):
+    import redis
+
+    port = _free_port()
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "CSV_PATH": str(tmp_path / "data.csv")}
+    result = _run("ensure_redis.sh", env)
+    client = redis.Redis(port=port)
+    try:
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.strip() == f"starting local Redis on 127.0.0.1:{port} (files in {tmp_path / 'redis'})..."
+        assert client.ping() and client.config_get("bind")["bind"] == "127.0.0.1"
+    finally:
+        client.shutdown(nosave=True)
+
+
+@pytest.mark.parametrize("script, package, url", [
+    ("ensure_redis.sh", "redis-server", ("REDIS_URL", "redis://127.0.0.1:{port}/0")),
+    ("ensure_rabbitmq.sh", "rabbitmq-server", ("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:{port}/")),
+])
+def test_without_the_right_to_install_the_scripts_name_the_exact_command_in_one_line(tmp_path, script, package, url):
+    env = _fake_bin(tmp_path, id="echo 1000", sudo="exit 1", **{"apt-get": "exit 1"})
+    env[url[0]] = url[1].format(port=_free_port())
+    result = _run(script, env)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert f"run 'sudo apt-get install -y --no-install-recommends {package}'" in line
+
+
+def test_as_root_an_install_that_fails_says_so_in_one_line_after_saying_what_it_installs(tmp_path):
+    env = _fake_bin(tmp_path, id="echo 0", **{"apt-get": "exit 100"})
+    env["REDIS_URL"] = f"redis://127.0.0.1:{_free_port()}/0"
+    result = _run("ensure_redis.sh", env)
+    assert result.returncode == 1
+    installing, failed = result.stderr.strip().splitlines()
+    assert installing.startswith("installing Redis (apt-get install -y --no-install-recommends redis-server")
+    assert failed.startswith("could not install Redis with 'apt-get install")
