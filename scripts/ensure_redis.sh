@@ -27,6 +27,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
   scripts/install_packages.sh Redis redis-server
   command -v redis-server >/dev/null 2>&1 ||
     { echo "Redis was installed but redis-server is not on PATH; start it by hand or fix REDIS_URL" >&2; exit 1; }
+  reachable && exit 0  # the package started its own service
 fi
 mkdir -p "$dir"
 echo "starting local Redis on 127.0.0.1:$port (files in $dir)..." >&2
