@@ -361,6 +361,8 @@ class CommitLog:
 
     def add(self, report: CommitReport) -> None:
         if report.messages_written or report.duplicates:
+            if not self.commits:
+                self.since = self.clock()  # a line's span starts at its first commit, not at the last line
             self.commits += 1
             self.messages += report.messages_written
             self.rows += report.rows_written
@@ -378,10 +380,15 @@ class CommitLog:
     def write(self) -> None:
         now = self.clock()
         if self.messages:
-            logger.info("wrote {} rows of {} messages to {} in {} commits over {:.1f} s (fsync max {:.1f} ms){}",
-                        self.rows, self.messages, self.path, self.commits, now - self.since, 1000 * self.fsync_max,
+            logger.info("wrote {} to {} in {} over {:.1f} s (fsync max {:.1f} ms){}",
+                        f"{_count(self.rows, 'row')} of {_count(self.messages, 'message')}", self.path,
+                        _count(self.commits, "commit"), now - self.since, 1000 * self.fsync_max,
                         f"; {self.duplicates} already there" if self.duplicates else "")
         self._reset(now)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _closed_unless_unsure(file: DurableCsvFile | None) -> DurableCsvFile | None:

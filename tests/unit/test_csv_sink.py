@@ -429,10 +429,17 @@ def test_a_busy_sink_logs_its_commits_once_a_second():
     lines: list[str] = []
     handler = logger.add(lambda message: lines.append(str(message)), level="INFO", format="{message}")
     try:
+        log.add(CommitReport(messages_written=1, rows_written=1, duplicates=0, fsync_seconds=0.001))  # at 0 s, alone
+        log.write()
+        (single,) = lines  # and in the singular
+        assert single.startswith("wrote 1 row of 1 message to data.csv in 1 commit over 0.0 s")
+        lines.clear()
         for tick in range(1, 26):  # 2.5 s of commits, 10 a second
             now[0] = tick / 10
             log.add(CommitReport(messages_written=4, rows_written=20, duplicates=0, fsync_seconds=0.002))
     finally:
         logger.remove(handler)
-    assert len(lines) == 2 and all(line.startswith("wrote 200 rows of 40 messages to data.csv in 10 commits") for line in lines)
-    assert log.due_in() == pytest.approx(0.5)  # the last half second's, written when due or idle
+    # A line spans from its first commit: 0.1-1.1 s and 1.2-2.2 s, each end included.
+    assert len(lines) == 2 and all(line.startswith("wrote 220 rows of 44 messages to data.csv in 11 commits over 1.0 s")
+                                   for line in lines)
+    assert log.due_in() == pytest.approx(0.8)  # the last 0.3 s's, written when due or idle
