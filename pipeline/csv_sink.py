@@ -378,13 +378,20 @@ class CommitLog:
         return max(0.0, self.every - (self.clock() - self.since))
 
     def write(self) -> None:
+        """Log the sums so far and start again; never raises (a failing line must not end the committer)."""
         now = self.clock()
-        if self.messages:
-            logger.info("wrote {} to {} in {} over {:.1f} s (fsync max {:.1f} ms){}",
-                        f"{_count(self.rows, 'row')} of {_count(self.messages, 'message')}", self.path,
-                        _count(self.commits, "commit"), now - self.since, 1000 * self.fsync_max,
-                        f"; {self.duplicates} already there" if self.duplicates else "")
+        rows, messages, commits, since, fsync_max, duplicates = (
+            self.rows, self.messages, self.commits, self.since, self.fsync_max, self.duplicates)
         self._reset(now)
+        if not messages:
+            return
+        try:
+            logger.info("wrote {} to {} in {} over {:.1f} s (fsync max {:.1f} ms){}",
+                        f"{_count(rows, 'row')} of {_count(messages, 'message')}", self.path,
+                        _count(commits, "commit"), now - since, 1000 * fsync_max,
+                        f"; {duplicates} already there" if duplicates else "")
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _count(number: int, noun: str) -> str:
@@ -462,10 +469,7 @@ class CsvSink:
             try:
                 batch = [work.get(timeout=log.due_in())]
             except queue.Empty:  # idle: the commits so far are logged now, not at the next one
-                try:
-                    log.write()
-                except Exception:  # noqa: BLE001 (as above)
-                    log._reset(time.monotonic())
+                log.write()
                 continue
             size = len(batch[0].data)
             while size < MAX_BATCH_BYTES and len(batch) < MAX_BATCH_MESSAGES:
@@ -488,10 +492,7 @@ class CsvSink:
                 for pending in batch:
                     pending.done.set()
             if report is not None:
-                try:  # once the actors are released: a line (~60 us) is not theirs to wait for
-                    log.add(report)
-                except Exception:  # noqa: BLE001 (a log line that fails must not end the committer)
-                    pass
+                log.add(report)  # once the actors are released: a line (~60 us) is not theirs to wait for
 
     def _commit_waiting_out_the_disk(self, file: DurableCsvFile | None, batch: list[PendingAppend]
                                      ) -> tuple[DurableCsvFile, CommitReport]:

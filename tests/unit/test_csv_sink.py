@@ -443,3 +443,19 @@ def test_a_busy_sink_logs_its_commits_once_a_second():
     assert len(lines) == 2 and all(line.startswith("wrote 220 rows of 44 messages to data.csv in 11 commits over 1.0 s")
                                    for line in lines)
     assert log.due_in() == pytest.approx(0.8)  # the last 0.3 s's, written when due or idle
+
+
+def test_a_log_line_that_fails_neither_raises_nor_keeps_its_sums():
+    from loguru import logger
+
+    def broken(_message):
+        raise OSError("log disk gone")
+
+    handler = logger.add(broken, level="INFO", format="{message}", catch=False)
+    try:
+        log = CommitLog("data.csv")
+        log.add(CommitReport(messages_written=2, rows_written=5, duplicates=0, fsync_seconds=0.001))
+        log.write()  # the committer's thread calls it: it must come back
+    finally:
+        logger.remove(handler)
+    assert log.due_in() is None and log.messages == 0
