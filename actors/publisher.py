@@ -543,7 +543,8 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
         says what it kept and the `rabbitmqctl set_policy` that applies the configured values in
         place. Any other difference, the type included, is refused.
         """
-        wanted = {**arguments, **self.length_bound()}
+        asked = {**arguments, **self.length_bound()}
+        wanted = dict(asked)
         kept: dict[str, Any] = {}
         for _ in range(len(ADOPTABLE) + 1):
             try:
@@ -562,7 +563,6 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
                     wanted[name] = current
                 self.publisher.wait_ready(self.publish_timeout)  # the refusal closed the channel; it reopens
         if kept:
-            asked = {**arguments, **self.length_bound()}
             policy = ",".join(f'"{name[2:]}":{orjson.dumps(asked[name]).decode()}' for name in kept if name in asked)
             how = (f"To apply those in place: rabbitmqctl set_policy -p <vhost> --apply-to queues {queue}-bound "
                    f"'^{queue}$' '{{{policy}}}' (a policy can lower a bound an argument set, not raise it: for that "
