@@ -40,13 +40,18 @@ def broker_for(vhost: str, queue_type: str) -> ConfirmedRabbitmqBroker:
                                    queue_type=queue_type, max_deliveries=3)
 
 
-def test_quorum_queues_get_a_delivery_limit_and_at_least_once_dead_lettering_and_the_delay_queue_no_limit(vhost):
-    broker = broker_for(vhost, "quorum")
+def queue_with_one_message(vhost: str, queue_type: str) -> None:
+    """Queue `q` (and its .DQ and .XQ) declared as `queue_type`, holding one message."""
+    broker = broker_for(vhost, queue_type)
     try:
         broker.declare_queue("q", ensure=True)
         broker.enqueue(Message(queue_name="q", actor_name="a", args=(1,), kwargs={}, options={}))
     finally:
         broker.close()
+
+
+def test_quorum_queues_get_a_delivery_limit_and_at_least_once_dead_lettering_and_the_delay_queue_no_limit(vhost):
+    queue_with_one_message(vhost, "quorum")
     queues = declared(vhost)
     assert {name: queue["type"] for name, queue in queues.items()} == {"q": "quorum", "q.DQ": "quorum",
                                                                        "q.XQ": "quorum"}
@@ -59,12 +64,7 @@ def test_quorum_queues_get_a_delivery_limit_and_at_least_once_dead_lettering_and
 
 
 def test_a_queue_of_the_other_type_is_refused_with_how_to_migrate_and_keeps_its_messages(vhost):
-    classic = broker_for(vhost, "classic")
-    try:
-        classic.declare_queue("q", ensure=True)
-        classic.enqueue(Message(queue_name="q", actor_name="a", args=(1,), kwargs={}, options={}))
-    finally:
-        classic.close()
+    queue_with_one_message(vhost, "classic")
     quorum = broker_for(vhost, "quorum")
     try:
         with pytest.raises(QueueTypeDiffers) as refused:
