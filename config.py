@@ -61,7 +61,18 @@ class Settings(BaseSettings):
     )
 
     # Sink.
-    csv_path: Path = Field(Path("data/data.csv"), description="CSV file the workers append rows to.")
+    csv_path: Path = Field(Path("data/data.csv"), description="CSV file the workers append rows to (the live file of this host's shard).")
+    csv_rotate_bytes: int = Field(
+        1024 * 1024 * 1024, ge=0,
+        description="Seal the live CSV before a commit would take it past this size, and begin a new one; 0: never by size.",
+    )
+    csv_rotate_seconds: int = Field(
+        86400, ge=0,
+        description="Seal the live CSV at every multiple of this many seconds since the epoch (86400: at midnight UTC); 0: never by time.",
+    )
+    csv_host: str = Field(
+        "", description="This host's name in sealed CSV files' names; empty: the machine's hostname.",
+    )
     sink_retry_max_seconds: float = Field(
         5.0, gt=0, le=60,
         description="While the CSV cannot be written (disk full, I/O error, read-only, permissions), the "

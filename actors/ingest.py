@@ -11,10 +11,12 @@ from loguru import logger
 from actors import INGEST_QUEUE, broker, settings
 from actors.metrics import SinkMetrics
 from actors.stats import SharedStats
-from pipeline.csv_sink import CsvSink
+from pipeline.csv_sink import CsvSink, Rotation
 from pipeline.rows import encode_rows
+from pipeline.shard_files import host_label
 
-sink = CsvSink(settings.csv_path, retry_max_seconds=settings.sink_retry_max_seconds)
+sink = CsvSink(settings.csv_path, retry_max_seconds=settings.sink_retry_max_seconds,
+               rotation=Rotation(settings.csv_rotate_bytes, settings.csv_rotate_seconds, host_label(settings.csv_host)))
 broker.add_middleware(SinkMetrics(sink))
 # The shared status counters hear what the sink committed, and when the disk stops it.
 for shared in (m for m in broker.middleware if isinstance(m, SharedStats)):

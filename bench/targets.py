@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from pipeline.rows import read_csv
+from pipeline.shard_files import read_shard
 from tests.support.rabbit import queue_state
 from tests.support.stack import ROOT, Stack, free_port
 from tests.support.waiting import wait_for
@@ -42,7 +43,7 @@ class OursTarget:
             return dict(db.execute("SELECT message_id, committed_at FROM commits"))
 
     def rows(self) -> list[dict]:
-        return read_csv(self.csv_path)
+        return list(read_shard(self.csv_path))
 
     def stop(self) -> None:
         self.stack.stop()

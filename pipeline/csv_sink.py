@@ -49,12 +49,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loguru import logger
 
 from pipeline.rows import COLUMNS, HEADER_BYTES, QUOTING, restore_cell
+from pipeline.shard_files import ledger_path, sealed_files, sealed_path
 
 #: Upper bound of one group commit; larger batches only add latency.
 MAX_BATCH_BYTES = 8 * 1024 * 1024
@@ -91,7 +93,15 @@ class SinkFault:
 
 
 class Ledger:
-    """Which messages are committed, and where their rows end in the CSV."""
+    """Which messages are committed, in which segment of the shard, and where their rows end in it.
+
+    A segment is one file of the shard: the live one (the highest sequence) or
+    one sealed out of it. Message ids are unique across segments, so a
+    redelivery of a message committed to a file sealed since is still known.
+    A seal is recorded in two steps around the file's rename (`begin_seal`,
+    `end_seal`), each flushed to disk, so a crash in between is finished by
+    whoever opens the shard next (`DurableCsvFile._finish_seals`).
+    """
 
     def __init__(self, path: Path):
         self._db = sqlite3.connect(path, isolation_level=None)
@@ -101,35 +111,109 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS commits (message_id TEXT PRIMARY KEY, end_offset INTEGER NOT NULL,"
-            " committed_at REAL NOT NULL) WITHOUT ROWID"
+            " committed_at REAL NOT NULL, segment INTEGER NOT NULL DEFAULT 1) WITHOUT ROWID"
         )
-        self._db.execute("CREATE INDEX IF NOT EXISTS commits_by_end ON commits (end_offset)")
+        if "segment" not in {column for _, column, *_ in self._db.execute("PRAGMA table_info(commits)")}:
+            self._db.execute("ALTER TABLE commits ADD COLUMN segment INTEGER NOT NULL DEFAULT 1")  # before rotation
+        self._db.execute("DROP INDEX IF EXISTS commits_by_end")
+        self._db.execute("CREATE INDEX IF NOT EXISTS commits_by_segment ON commits (segment, end_offset)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS segments (sequence INTEGER PRIMARY KEY, state TEXT NOT NULL, name TEXT,"
+            " messages INTEGER, bytes INTEGER, first_commit REAL, last_commit REAL)"
+        )
+        #: No segment was recorded yet: a new ledger, or one from before rotation, or one lost and made again.
+        self.fresh = self._db.execute("SELECT count(*) FROM segments").fetchone()[0] == 0
+        if self.fresh:
+            self._db.execute("INSERT INTO segments (sequence, state) VALUES (1, 'live')")
 
-    def end_offset(self) -> int:
-        """Offset just past the last committed message, 0 when empty."""
-        (end,) = self._db.execute("SELECT coalesce(max(end_offset), 0) FROM commits").fetchone()
+    def live(self) -> int:
+        """The live segment's sequence number."""
+        return self._db.execute("SELECT max(sequence) FROM segments").fetchone()[0]
+
+    def end_offset(self, segment: int) -> int:
+        """Offset just past the segment's last committed message, 0 when it has none."""
+        (end,) = self._db.execute(
+            "SELECT coalesce(max(end_offset), 0) FROM commits WHERE segment = ?", (segment,)).fetchone()
         return end
 
+    def first_commit(self, segment: int) -> float | None:
+        row = self._db.execute("SELECT committed_at FROM commits WHERE segment = ? ORDER BY end_offset LIMIT 1",
+                               (segment,)).fetchone()
+        return row[0] if row else None
+
+    def summary(self, segment: int) -> tuple[int, float | None, float | None]:
+        """(messages, first commit, last commit) of a segment."""
+        return self._db.execute("SELECT count(*), min(committed_at), max(committed_at) FROM commits"
+                                " WHERE segment = ?", (segment,)).fetchone()
+
     def known(self, message_ids: list[str]) -> set[str]:
-        found: set[str] = set()
+        return {message_id for message_id, _, _ in self.where(message_ids)}
+
+    def where(self, message_ids: list[str]) -> list[tuple[str, int, int]]:
+        """(message_id, segment, end_offset) of those of the ids that are committed."""
+        found: list[tuple[str, int, int]] = []
         for start in range(0, len(message_ids), 500):
             chunk = message_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT message_id FROM commits WHERE message_id IN ({marks})", chunk)
-            found.update(message_id for (message_id,) in rows)
+            found += self._db.execute(
+                f"SELECT message_id, segment, end_offset FROM commits WHERE message_id IN ({marks})", chunk)
         return found
 
-    def record(self, entries: Iterable[tuple[str, int]]) -> None:
-        """Record committed messages, stamped now (unix seconds): when their rows became durable."""
-        now = time.time()
+    def record(self, entries: Iterable[tuple[str, int]], segment: int, now: float | None = None) -> None:
+        """Record committed messages of a segment, stamped `now` (unix seconds): when their rows became durable."""
+        now = time.time() if now is None else now
         with self._db:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO commits VALUES (?, ?, ?)", ((mid, end, now) for mid, end in entries)
-            )
+            self._db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?, ?)",
+                                 ((mid, end, now, segment) for mid, end in entries))
 
-    def clear(self) -> None:
+    def clear(self, segment: int) -> None:
         with self._db:
-            self._db.execute("DELETE FROM commits")
+            self._db.execute("DELETE FROM commits WHERE segment = ?", (segment,))
+
+    def segments(self) -> list[dict]:
+        """Every segment recorded, oldest first."""
+        cursor = self._db.execute("SELECT sequence, state, name, messages, bytes, first_commit, last_commit"
+                                  " FROM segments ORDER BY sequence")
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor]
+
+    def sealing(self) -> list[tuple[int, str]]:
+        """Seals begun and not known to be finished: (sequence, file name)."""
+        return list(self._db.execute("SELECT sequence, name FROM segments WHERE state = 'sealing' ORDER BY sequence"))
+
+    def begin_seal(self, segment: int, name: str, size: int, messages: int, first: float, last: float) -> None:
+        """Segment `segment` is to be renamed `name`; the next one is live. On disk before the rename."""
+        with self._synced():
+            self._db.execute("UPDATE segments SET state = 'sealing', name = ?, messages = ?, bytes = ?,"
+                             " first_commit = ?, last_commit = ? WHERE sequence = ?",
+                             (name, messages, size, first, last, segment))
+            self._db.execute("INSERT INTO segments (sequence, state) VALUES (?, 'live')", (segment + 1,))
+
+    def end_seal(self, segment: int) -> None:
+        """The rename is done; on disk before the next live file is made."""
+        with self._synced():
+            self._db.execute("UPDATE segments SET state = 'sealed' WHERE sequence = ?", (segment,))
+
+    def add_sealed(self, segment: int, name: str, entries: list[tuple[str, int]], size: int,
+                   first: float, last: float) -> None:
+        """Record a sealed file found on disk (the ledger was lost); the segment after it becomes live."""
+        with self._synced():
+            self._db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?, ?)",
+                                 ((mid, end, last, segment) for mid, end in entries))
+            self._db.execute("INSERT OR REPLACE INTO segments VALUES (?, 'sealed', ?, ?, ?, ?, ?)",
+                             (segment, name, len(entries), size, first, last))
+            self._db.execute("DELETE FROM segments WHERE state = 'live'")
+            self._db.execute("INSERT INTO segments (sequence, state) VALUES (?, 'live')", (segment + 1,))
+
+    @contextmanager
+    def _synced(self) -> Iterator[None]:
+        """One transaction flushed to disk at its commit (with it, every earlier one in the WAL)."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._db:
+                yield
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
         self._db.close()
@@ -199,35 +283,66 @@ class PendingAppend:
     error: BaseException | None = None
 
 
-class DurableCsvFile:
-    """The CSV file, its lock and its ledger; used by one committer thread."""
+@dataclass(frozen=True)
+class Rotation:
+    """When the live file is sealed and the next one begun; 0 turns a rule off.
 
-    def __init__(self, path: Path):
+    By size: before a commit would take the file past `max_bytes` (a file is
+    larger only when one commit alone is). By time: at every multiple of
+    `every_seconds` since the epoch (3600: on the hour, 86400: at midnight
+    UTC), so a file never spans two such windows and daily files are days.
+    """
+
+    max_bytes: int = 0
+    every_seconds: int = 0
+    host: str = "host"
+
+    def window(self, epoch: float) -> int:
+        return int(epoch // self.every_seconds)
+
+
+class DurableCsvFile:
+    """The shard's live file, its lock and its ledger; used by one committer thread.
+
+    Every process of the host has one; any of them may seal the live file
+    (under the lock), so each follows the file at `path` and the ledger's live
+    segment before it commits (`_follow`: a stat and one indexed query).
+    """
+
+    def __init__(self, path: Path, rotation: Rotation = Rotation(), clock: Callable[[], float] = time.time):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rotation = rotation
+        self._clock = clock  #: unix seconds: commit stamps, and the windows of rotation by time
         #: Where an append that may not be durable began; the lock is held until it is cut off.
         self._unsure_from: int | None = None
+        self._fd = -1
+        self._identity: tuple[int, int] | None = None
+        self._segment = 0
+        self._first_commit: float | None = None
+        self._ledger: Ledger | None = None
         # Opened while the disk may be failing, again on every try: what opened is closed if the rest fails.
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except BaseException:
-            os.close(self._fd)
-            raise
+        self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         # Under the lock: two processes creating the ledger at once (its first commit) would
         # race on switching it to WAL, and SQLite answers the loser "database is locked".
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            self._ledger = Ledger(Path(f"{self.path}.ledger"))
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._ledger = Ledger(ledger_path(self.path))
+            if self._ledger.fresh:
+                self._rebuild_sealed_segments()
+            self._follow()
         except BaseException:
-            os.close(self._fd)
+            if self._ledger is not None:
+                self._ledger.close()
+            if self._fd >= 0:
+                os.close(self._fd)
             os.close(self._lock_fd)  # releases the lock too
             raise
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close it; again is a no-op (a failed try and its caller may both close it)."""
-        if self._fd < 0:
+        if self._lock_fd < 0:
             return
         self._ledger.close()
         os.close(self._fd)
@@ -240,22 +355,31 @@ class DurableCsvFile:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             self._undo_unsure_tail()
+            self._follow()
             end = self._recover()
             known = self._ledger.known([pending.message_id for pending in batch])
-            parts: list[bytes] = []
-            entries: list[tuple[str, int]] = []
-            offset = end
+            fresh: list[PendingAppend] = []
             for pending in batch:
-                if pending.message_id in known:
-                    continue
-                known.add(pending.message_id)
-                parts.append(pending.data)
-                offset += len(pending.data)
-                entries.append((pending.message_id, offset))
-                pending.written = True
-            if parts:
+                if pending.message_id not in known:
+                    known.add(pending.message_id)
+                    fresh.append(pending)
+            if fresh:
+                if self._seal_due(end, sum(len(pending.data) for pending in fresh), self._clock()):
+                    self._seal(end)
+                    end = self._recover()
+                parts: list[bytes] = []
+                entries: list[tuple[str, int]] = []
+                offset = end
+                for pending in fresh:
+                    parts.append(pending.data)
+                    offset += len(pending.data)
+                    entries.append((pending.message_id, offset))
+                    pending.written = True
                 fsync_seconds = self._write_durably(parts, end, batch)
-                self._ledger.record(entries)
+                now = self._clock()
+                self._ledger.record(entries, self._segment, now)
+                if self._first_commit is None:
+                    self._first_commit = now
         finally:
             if self._unsure_from is None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -266,6 +390,88 @@ class DurableCsvFile:
             duplicates=len(batch) - len(written),
             fsync_seconds=fsync_seconds,
         )
+
+    def seal_due_in(self) -> float | None:
+        """Seconds until the live file is due to be sealed by time (0: now), None when no rule will."""
+        if not self.rotation.every_seconds or self._first_commit is None:
+            return None
+        window_end = (self.rotation.window(self._first_commit) + 1) * self.rotation.every_seconds
+        return max(0.0, window_end - self._clock())
+
+    def seal_if_due(self) -> None:
+        """Seal the live file if a rule says so (the committer calls it when idle: a quiet day still ends)."""
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._undo_unsure_tail()
+            self._follow()
+            end = self._recover()
+            if self._seal_due(end, 0, self._clock()):
+                self._seal(end)
+        finally:
+            if self._unsure_from is None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _seal_due(self, end: int, incoming: int, now: float) -> bool:
+        if end <= len(HEADER_BYTES):
+            return False  # nothing to seal
+        rule = self.rotation
+        if rule.max_bytes and end + incoming > rule.max_bytes:
+            return True
+        return bool(rule.every_seconds and self._first_commit is not None
+                    and rule.window(self._first_commit) != rule.window(now))
+
+    def _seal(self, end: int) -> None:
+        """Rename the live file to its sealed name and begin the next; the ledger records both steps first."""
+        messages, first, last = self._ledger.summary(self._segment)
+        target = sealed_path(self.path, self.rotation.host, self._segment, first, last)
+        self._ledger.begin_seal(self._segment, target.name, end, messages, first, last)
+        os.rename(self.path, target)
+        _fsync_directory(self.path.parent)
+        self._ledger.end_seal(self._segment)
+        logger.info("sealed {} ({} of {} bytes); {} begins anew", target.name, _count(messages, "message"), end,
+                    self.path)
+        self._follow()
+
+    def _follow(self) -> None:
+        """Point this object at the file now at `path` and the ledger's live segment, if either changed."""
+        live = self._ledger.live()
+        if live == self._segment and self._fd >= 0 and self._identity == _identity(self.path):
+            return
+        self._finish_seals()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        stat = os.fstat(self._fd)
+        self._identity = (stat.st_dev, stat.st_ino)
+        self._segment = self._ledger.live()
+        self._first_commit = self._ledger.first_commit(self._segment)
+
+    def _finish_seals(self) -> None:
+        """Finish the renames of seals a crash interrupted: the ledger says which, and what name."""
+        for segment, name in self._ledger.sealing():
+            target = self.path.with_name(name)
+            if not target.exists():
+                if not self.path.exists():
+                    logger.error("{}: segment {} was being sealed as {}, and neither file is there now",
+                                 self.path, segment, name)
+                else:
+                    os.rename(self.path, target)
+                    _fsync_directory(self.path.parent)
+                    logger.warning("{}: finished sealing {} (a crash interrupted it)", self.path, name)
+            self._ledger.end_seal(segment)
+
+    def _rebuild_sealed_segments(self) -> None:
+        """A new ledger next to sealed files (it was lost): record their messages, so none is written again."""
+        sealed = sealed_files(self.path)
+        for name in sealed:
+            with open(name.path, "rb") as reader:
+                if reader.read(len(HEADER_BYTES)) != HEADER_BYTES:
+                    raise ForeignCsvError(f"{name.path} does not start with this service's CSV header; move it away")
+                entries, good_end = scan_complete_messages(reader, len(HEADER_BYTES))
+            self._ledger.add_sealed(name.sequence, name.path.name, entries, good_end, name.first, name.last)
+        if sealed:
+            logger.warning("{}: the ledger was made again from the CSV files ({} sealed)", self.path, len(sealed))
 
     def _write_durably(self, parts: list[bytes], end: int, batch: list[PendingAppend]) -> float:
         """Append and flush, or leave the file as it was; the seconds the flush took.
@@ -302,21 +508,22 @@ class DurableCsvFile:
         """Bring file and ledger into agreement; return the file's committed end."""
         size = os.fstat(self._fd).st_size
         if size == 0:
-            self._ledger.clear()
+            self._ledger.clear(self._segment)
             _write_all(self._fd, [HEADER_BYTES])
             os.fdatasync(self._fd)
+            _fsync_directory(self.path.parent)  # a file just made (or sealed away) is in its directory for good
             return len(HEADER_BYTES)
         if os.pread(self._fd, len(HEADER_BYTES), 0) != HEADER_BYTES:
             raise ForeignCsvError(
                 f"{self.path} does not start with this service's CSV header; "
                 "move it away or point CSV_PATH at another file"
             )
-        committed = self._ledger.end_offset() or len(HEADER_BYTES)
+        committed = self._ledger.end_offset(self._segment) or len(HEADER_BYTES)
         if committed == size:
             return size
         if committed > size:
             logger.warning("{} is shorter than its ledger says; rebuilding the ledger from the file", self.path)
-            self._ledger.clear()
+            self._ledger.clear(self._segment)
             committed = len(HEADER_BYTES)
         with open(self.path, "rb") as reader:
             reader.seek(committed)
@@ -327,7 +534,11 @@ class DurableCsvFile:
         # The writer that left these rows may have died before its flush; flush
         # them before the ledger vouches for them (their redelivery will be acked).
         os.fdatasync(self._fd)
-        self._ledger.record(entries)
+        # Stamped when the file was last written, which these rows at its end were: a ledger made
+        # again from the file then still knows which day the live file began.
+        self._ledger.record(entries, self._segment, os.fstat(self._fd).st_mtime)
+        if entries and self._first_commit is None:
+            self._first_commit = self._ledger.first_commit(self._segment)
         return good_end
 
 
@@ -398,12 +609,34 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
+def _sooner(*delays: float | None) -> float | None:
+    """The shortest of the delays that are set; None when none is."""
+    return min((delay for delay in delays if delay is not None), default=None)
+
+
 def _closed_unless_unsure(file: DurableCsvFile | None) -> DurableCsvFile | None:
     """None, the file closed, after a failed try; the file itself while it must keep its lock."""
     if file is None or file.unsure:
         return file
     file.close()
     return None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, None when there is none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:
@@ -427,8 +660,11 @@ class CsvSink:
     """
 
     def __init__(self, path: Path | str, observers: Iterable[Callable[[CommitReport], None]] = (),
-                 retry_max_seconds: float = 5.0):
+                 retry_max_seconds: float = 5.0, rotation: Rotation = Rotation(),
+                 clock: Callable[[], float] = time.time):
         self.path = Path(path)
+        self.rotation = rotation
+        self.clock = clock
         #: Called from the committer thread after every group commit (metrics, shared stats):
         #: they must be quick and must not block.
         self.observers = list(observers)
@@ -465,11 +701,20 @@ class CsvSink:
         work = self._queue
         file: DurableCsvFile | None = None
         log = CommitLog(self.path)
+        sealing_when_idle = True  # until a seal while idle fails; a commit that works makes it true again
         while True:
+            seal_due = file.seal_due_in() if file is not None and sealing_when_idle else None
             try:
-                batch = [work.get(timeout=log.due_in())]
+                batch = [work.get(timeout=_sooner(log.due_in(), seal_due))]
             except queue.Empty:  # idle: the commits so far are logged now, not at the next one
                 log.write()
+                if seal_due is not None and file.seal_due_in() == 0:
+                    try:
+                        file.seal_if_due()
+                    except BaseException as error:  # the next commit seals it, or waits out the disk
+                        logger.warning("could not seal {} while idle: {}", self.path, error)
+                        sealing_when_idle = False
+                        file = _closed_unless_unsure(file)
                 continue
             size = len(batch[0].data)
             while size < MAX_BATCH_BYTES and len(batch) < MAX_BATCH_MESSAGES:
@@ -482,6 +727,7 @@ class CsvSink:
             report = None
             try:
                 file, report = self._commit_waiting_out_the_disk(file, batch)
+                sealing_when_idle = True
                 self._tell(self.observers, report)
             except BaseException as error:  # hand every other failure to the waiting actors
                 for pending in batch:
@@ -504,7 +750,7 @@ class CsvSink:
         delay = 0.1
         while True:
             try:
-                file = file or DurableCsvFile(self.path)
+                file = file or DurableCsvFile(self.path, self.rotation, self.clock)
                 report = file.commit(batch)
                 break
             except BaseException as error:

@@ -24,7 +24,6 @@ Format (RFC 4180, UTF-8, `\\r\\n` line ends, every cell quoted; the header line 
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterable, Iterator
 from typing import Any
 

@@ -8,10 +8,9 @@ import threading
 import time
 import uuid
 
-import httpx
 import pytest
 
-from pipeline.rows import read_csv
+from pipeline.shard_files import read_shard
 from tests.support.csv_check import assert_rows_match, count_rows
 from tests.support.load import post_until_accepted
 from tests.support.payloads import random_payload
@@ -64,7 +63,7 @@ def test_rabbitmq_stopped_and_started_mid_load_loses_and_doubles_nothing(make_st
              what=f"{expected} rows")
     wait_for(lambda: queue_state(stack.rabbitmq_url, "ingest")[0] == 0, timeout=60, what="an empty queue")
     assert_rows_match(stack.csv_path, accepted)
-    assert {row["message_id"] for row in read_csv(stack.csv_path)} == set(accepted), "no orphan copies"
+    assert {row["message_id"] for row in read_shard(stack.csv_path)} == set(accepted), "no orphan copies"
 
 
 def test_a_broker_that_stops_confirming_gets_fast_503s_and_recovers(make_stack):

@@ -22,7 +22,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.support.csv_check import assert_rows_match, read_csv, wait_for_rows
+from pipeline.shard_files import read_shard
+from tests.support.csv_check import assert_rows_match, wait_for_rows
 from tests.support.rabbit import queue_state
 from tests.support.stack import ROOT, isolated_stack
 from tests.support.waiting import wait_for
@@ -85,5 +86,5 @@ def test_the_csv_holds_exactly_the_fuzzed_payloads_that_were_accepted(fuzz_stack
     wait_for(lambda: queue_state(fuzz_stack.rabbitmq_url, "ingest")[0] == 0, timeout=60, what="an empty queue")
     assert_rows_match(fuzz_stack.csv_path, accepted)
     # Nothing else: every message in the CSV is one the API said it accepted.
-    written = {row["message_id"] for row in read_csv(fuzz_stack.csv_path)}
+    written = {row["message_id"] for row in read_shard(fuzz_stack.csv_path)}
     assert len(written) == len(accepted) + uploaded

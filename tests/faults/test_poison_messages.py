@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-import httpx
 import pytest
 
 from tests.support.csv_check import assert_rows_match
@@ -66,9 +65,9 @@ def test_poison_message_is_dead_lettered_listed_and_written_once_after_replay(ma
 
 
 def _has_rows_of(stack, message_id: str) -> bool:
-    from pipeline.rows import read_csv
+    from pipeline.shard_files import read_shard
 
-    return any(row["message_id"] == message_id for row in read_csv(stack.csv_path))
+    return any(row["message_id"] == message_id for row in read_shard(stack.csv_path))
 
 
 def test_unknown_queue_is_refused_with_422(stack):

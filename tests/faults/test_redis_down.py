@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-import httpx
 
 from tests.support.csv_check import assert_rows_match, count_rows
 from tests.support.load import post_all

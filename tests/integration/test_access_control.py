@@ -15,7 +15,8 @@ import pytest
 from app.auth import OPEN
 from app.bulk_ingest import validate
 from app.idempotency import message_id_for
-from pipeline.rows import HEADER, encode_rows, read_csv
+from pipeline.rows import HEADER, encode_rows
+from pipeline.shard_files import read_shard
 from tests.support.csv_check import assert_rows_match, wait_for_rows
 from tests.support.payloads import random_payload
 from tests.support.stack import ROOT, Stack, free_port, isolated_stack
@@ -100,7 +101,7 @@ def test_a_foreign_client_id_is_refused_alone_in_a_single_post_a_batch_item_and_
     accepted = {batch["items"][0]["message_id"]: enqueued(mine)}
     wait_for_rows(tenants.csv_path, accepted)
     assert_rows_match(tenants.csv_path, accepted)
-    devices = {row["device_id"] for row in read_csv(tenants.csv_path)}
+    devices = {row["device_id"] for row in read_shard(tenants.csv_path)}
     assert theirs["device_id"] not in devices and theirs_too["device_id"] not in devices
 
 
@@ -138,7 +139,7 @@ def test_an_upload_cannot_pre_empt_the_id_of_another_tenants_keyed_request(tenan
     answer = as_key(tenants, "globex").post("/api", json=genuine, headers={"Idempotency-Key": "order-2"})
     assert answer.status_code == 202 and answer.json()["message_id"] == target
     wait_for_rows(tenants.csv_path, {target: enqueued(genuine)})
-    assert {row["client_id"] for row in read_csv(tenants.csv_path) if row["message_id"] == target} == {"globex"}
+    assert {row["client_id"] for row in read_shard(tenants.csv_path) if row["message_id"] == target} == {"globex"}
 
 
 def test_worker_log_lines_name_the_key_that_sent_the_message(tenants):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 
 from app.schemas import SEED_EXAMPLE
 from tests.support.stack import Stack, free_port

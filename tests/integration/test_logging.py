@@ -6,7 +6,6 @@ import json
 import random
 import uuid
 
-import httpx
 import pytest
 
 from tests.support.payloads import random_payload

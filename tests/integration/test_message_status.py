@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import uuid
 
-import httpx
 import pytest
 
 from tests.support.payloads import random_payload

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import shutil
 
-import httpx
 import pytest
 
 from tests.support.load import post_all

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 
 from tests.support.waiting import wait_for
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from pipeline.rows import read_csv
+from pipeline.shard_files import read_shard
 from tests.support.waiting import wait_for
 
 
 def rows_by_key(path: Path) -> dict[tuple[str, int], list[dict]]:
+    """Rows by (message_id, pred_index), from every file of the shard: the live one and those sealed from it."""
     found: dict[tuple[str, int], list[dict]] = {}
-    if path.exists():
-        for row in read_csv(path):
-            found.setdefault((row["message_id"], row["pred_index"]), []).append(row)
+    for row in read_shard(path):
+        found.setdefault((row["message_id"], row["pred_index"]), []).append(row)
     return found
 
 

@@ -7,7 +7,6 @@ import random
 
 import orjson
 import pytest
-from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
