@@ -33,9 +33,15 @@ Why it is shaped this way:
   torn tail left by the failed write is truncated, as after a crash; whole
   messages it left are the batch's own and count as written.
 
+- **Rotation.** The live file is sealed (renamed, never written again) by size
+  and by time (`Rotation`); the ledger says which file every message is in, so
+  exactly-once spans all of a host's files, and a seal is recorded before and
+  after its rename so a crash in between is finished by the next writer.
+
 Several hosts: give each host its own `CSV_PATH` (a shard); exactly-once holds
-within a shard, and `merge_shards` (by `message_id, pred_index`) removes the
-copies a redelivery to another host may leave across shards.
+within a shard, and `python -m pipeline.shards merge` (by `message_id,
+pred_index`) removes the copies a redelivery to another host may leave across
+shards.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from pipeline.rows import COLUMNS, HEADER_BYTES, QUOTING, restore_cell
+from pipeline.rows import COLUMNS, HEADER_BYTES, restore_cell
 from pipeline.shard_files import ledger_path, sealed_files, sealed_path
 
 #: Upper bound of one group commit; larger batches only add latency.
@@ -344,6 +350,9 @@ class DurableCsvFile:
         """Close it; again is a no-op (a failed try and its caller may both close it)."""
         if self._lock_fd < 0:
             return
+        # Under the lock: closing the last connection checkpoints the WAL and removes it, which
+        # another process opening the ledger at that moment would be told is "database is locked".
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self._ledger.close()
         os.close(self._fd)
         os.close(self._lock_fd)
@@ -785,28 +794,3 @@ class CsvSink:
                 observer(value)
             except Exception:  # metrics and stats must never fail a commit
                 logger.exception("sink observer failed")
-
-
-def merge_shards(shards: Iterable[Path], out: Path) -> int:
-    """Merge per-host CSV shards into one file, keeping each (message_id, pred_index) once.
-
-    Returns the number of rows written. Streams the shards; memory grows with
-    the number of distinct keys, not with the data.
-    """
-    seen: set[tuple[str, str]] = set()
-    count = 0
-    with open(out, "w", newline="", encoding="utf-8") as target:
-        target.write(HEADER_BYTES.decode())
-        writer = csv.writer(target, lineterminator="\r\n", quoting=QUOTING)
-        for shard in shards:
-            with open(shard, newline="", encoding="utf-8") as source:
-                reader = csv.reader(source)
-                next(reader, None)
-                for cells in reader:
-                    key = (cells[0], cells[1])
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    writer.writerow(cells)
-                    count += 1
-    return count

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.csv_sink import CommitLog, CommitReport, CsvSink, DurableCsvFile, ForeignCsvError, PendingAppend, merge_shards
+from pipeline.csv_sink import CommitLog, CommitReport, CsvSink, DurableCsvFile, ForeignCsvError, PendingAppend
 from pipeline.rows import HEADER_BYTES, encode_rows, read_csv
 from tests.support.waiting import wait_for
 
@@ -187,17 +187,6 @@ def test_header_is_written_once(tmp_path):
     for number in range(3):
         append(sink, f"m-{number}", body(random.Random(number), preds=1))
     assert path.read_bytes().count(HEADER_BYTES) == 1
-
-
-def test_merging_shards_keeps_each_row_once(tmp_path):
-    one, two = tmp_path / "host-a.csv", tmp_path / "host-b.csv"
-    shared = body(random.Random(12), preds=3)
-    append(CsvSink(one), "m-1", shared)
-    append(CsvSink(one), "m-2", body(random.Random(13), preds=1))
-    append(CsvSink(two), "m-1", shared)  # redelivered to another host
-    append(CsvSink(two), "m-3", body(random.Random(14), preds=2))
-    assert merge_shards([one, two], tmp_path / "merged.csv") == 6
-    assert_exactly(tmp_path / "merged.csv", {"m-1": 3, "m-2": 1, "m-3": 2})
 
 
 def test_the_observer_hears_rows_written_duplicates_and_fsync_time(tmp_path):
