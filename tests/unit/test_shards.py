@@ -103,25 +103,24 @@ def test_verify_passes_a_clean_rotated_shard(tmp_path, capsys):
     assert out.count(": ok:") == len(shard_files(path))
 
 
+def verify_with_a_copy_of_m_0000_in(path: Path, sealed_index: int, capsys) -> tuple[int, str]:
+    """Append a second copy of message m-0000 to one sealed file of the shard, and verify that file."""
+    rotated_shard(path, range(7))
+    target = sealed_files(path)[sealed_index].path
+    with open(target, "ab") as handle:
+        handle.write(encode_rows("m-0000", payload(0))[0])
+    code = main(["verify", str(target)])
+    return code, capsys.readouterr().out
+
+
 def test_verify_finds_a_message_written_twice_into_a_sealed_file(tmp_path, capsys):
-    path = tmp_path / "data.csv"
-    rotated_shard(path, range(6))
-    first = sealed_files(path)[0].path
-    rows = read_csv(first)
-    with open(first, "ab") as handle:
-        handle.write(encode_rows(rows[0]["message_id"], payload(0))[0])
-    assert main(["verify", str(first)]) == 1
-    assert "is in this file twice" in capsys.readouterr().out
+    code, out = verify_with_a_copy_of_m_0000_in(tmp_path / "data.csv", 0, capsys)
+    assert code == 1 and "m-0000 is in this file twice" in out
 
 
 def test_verify_finds_a_message_in_two_files_of_the_shard(tmp_path, capsys):
-    path = tmp_path / "data.csv"
-    rotated_shard(path, range(7))
-    second = sealed_files(path)[1].path
-    with open(second, "ab") as handle:
-        handle.write(encode_rows("m-0000", payload(0))[0])
-    assert main(["verify", str(second)]) == 1
-    assert "m-0000 is also committed to segment 1" in capsys.readouterr().out
+    code, out = verify_with_a_copy_of_m_0000_in(tmp_path / "data.csv", 1, capsys)
+    assert code == 1 and "m-0000 is also committed to segment 1" in out
 
 
 def test_verify_fails_a_torn_sealed_file_and_notes_a_torn_live_one(tmp_path, capsys):
