@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from tests.support.processes import peak_rss_mb
+
 
 class HttpConnection:
     """One keep-alive HTTP/1.1 connection: POST, read the answer, repeat."""
@@ -118,7 +120,7 @@ async def _drive(url: str, bodies: list[bytes], concurrency: int, rate: float | 
         "results": results,
         "elapsed": elapsed,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

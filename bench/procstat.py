@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.support.processes import descendants
+from tests.support.processes import descendants, peak_rss_mb
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -14,13 +14,12 @@ def _cpu_and_hwm(pid: int) -> tuple[float, float, float] | None:
     """(CPU seconds, peak RSS MB, of the CPU seconds those spent in the kernel)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        status = Path(f"/proc/{pid}/status").read_text()
+        hwm = peak_rss_mb(pid)
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     user, kernel = int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
-    hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
-    return user + kernel, hwm / 1024, kernel
+    return user + kernel, hwm, kernel
 
 
 class TreeSampler:

@@ -8,7 +8,6 @@ import hashlib
 import io
 import random
 import uuid
-from pathlib import Path
 
 import httpx
 import openpyxl
@@ -22,6 +21,7 @@ from tests.support import csv_check
 from tests.support.csv_check import assert_rows_match, count_rows
 from tests.support.load import post_all
 from tests.support.payloads import random_payload
+from tests.support.processes import peak_rss_mb
 from tests.support.rabbit import queue_state
 from tests.support.stack import Stack, free_port, isolated_stack
 from tests.support.waiting import wait_for
@@ -232,11 +232,6 @@ def test_a_file_with_bad_rows_reports_each_with_its_line_and_reason_and_enqueues
 
 
 # -- memory --------------------------------------------------------------------------------------
-
-
-def peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Find worker processes under the dramatiq CLI, by reading /proc."""
+"""Find worker processes under the dramatiq CLI, and what a process has used, by reading /proc."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ def _stat(pid: int) -> tuple[int, int] | None:
         return None
     fields = text[text.rindex(")") + 2 :].split()
     return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """The highest RSS of the process's own memory since its exec (VmHWM).
+
+    Not `getrusage().ru_maxrss`: a child started by vfork and exec inherits its
+    parent's peak there, so a small tool run from a big pytest process reads as big."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0) / 1024
 
 
 def children(pid: int) -> list[int]:

@@ -185,13 +185,13 @@ def test_merge_runs_in_bounded_memory_however_many_rows_there_are(tmp_path):
     rows = _write_big_shard(path, 300_000)
     copy = tmp_path / "b.csv"
     os.link(path, copy)
-    script = ("import resource, sys; from pipeline.shards import main; code = main(sys.argv[1:]);"
-              " print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+    script = ("import sys; from pipeline.shards import main; from tests.support.processes import peak_rss_mb;"
+              " code = main(sys.argv[1:]); print(peak_rss_mb()); sys.exit(code)")
     merged = subprocess.run([sys.executable, "-c", script, "merge", str(path), str(copy), "--out",
                              str(tmp_path / "merged.csv"), "--memory-limit", "100MB"],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert merged.returncode == 0, merged.stderr
-    peak_mb = int(merged.stdout.strip().splitlines()[-1]) / 1024
+    peak_mb = float(merged.stdout.strip().splitlines()[-1])
     assert f"merged {rows:,} rows" in merged.stdout
     assert peak_mb < 400, f"peak RSS {peak_mb:.0f} MB"
     assert (tmp_path / "merged.csv").read_bytes() == path.read_bytes()
