@@ -33,9 +33,10 @@ def write_detection_rows(payload: dict[str, Any]) -> dict[str, Any]:
 
     Returning is what makes Dramatiq ack, so the rows are on disk first.
     """
-    message_id = CurrentMessage.get_current_message().message_id
-    data, rows = encode_rows(message_id, payload)
-    if sink.append(message_id, data, rows):
+    message = CurrentMessage.get_current_message()
+    data, rows = encode_rows(message.message_id, payload)
+    origin = (message.options.get("tenant", ""), str(payload["client_id"]), str(payload["device_id"]))
+    if sink.append(message.message_id, data, rows, origin):
         # Per message at DEBUG only: a loguru line costs ~60 us, and the sink sums its commits each second.
         logger.debug("wrote {} rows", rows)
         return {"rows_written": rows, "duplicate": False}

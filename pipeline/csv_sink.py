@@ -65,6 +65,9 @@ from pipeline.rows import COLUMNS, HEADER_BYTES, restore_cell
 from pipeline.shard_files import ledger_path, sealed_files, sealed_path
 
 #: Upper bound of one group commit; larger batches only add latency.
+#: Who sent a message: (tenant, client_id, device_id); the tenant is "" for a message sent without keys.
+Origin = tuple[str, str, str]
+
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 MAX_BATCH_MESSAGES = 1024
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
@@ -127,6 +130,11 @@ class Ledger:
             "CREATE TABLE IF NOT EXISTS segments (sequence INTEGER PRIMARY KEY, state TEXT NOT NULL, name TEXT,"
             " messages INTEGER, bytes INTEGER, first_commit REAL, last_commit REAL)"
         )
+        # Who sent each message, for GET /records (pipeline.records): its own table, so a worker of an
+        # older version sharing the shard in a rolling upgrade still records its commits; a message
+        # without an origin (such a worker's, or re-derived from the CSV) is listed to admin keys only.
+        self._db.execute("CREATE TABLE IF NOT EXISTS origins (message_id TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
+                         " client_id TEXT NOT NULL, device_id TEXT NOT NULL) WITHOUT ROWID")
         #: No segment was recorded yet: a new ledger, or one from before rotation, or one lost and made again.
         self.fresh = self._db.execute("SELECT count(*) FROM segments").fetchone()[0] == 0
         if self.fresh:
@@ -165,12 +173,15 @@ class Ledger:
                 f"SELECT message_id, segment, end_offset FROM commits WHERE message_id IN ({marks})", chunk)
         return found
 
-    def record(self, entries: Iterable[tuple[str, int]], segment: int, now: float | None = None) -> None:
+    def record(self, entries: Iterable[tuple[str, int]], segment: int, now: float | None = None,
+               origins: Iterable[tuple[str, Origin]] = ()) -> None:
         """Record committed messages of a segment, stamped `now` (unix seconds): when their rows became durable."""
         now = time.time() if now is None else now
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?, ?)",
                                  ((mid, end, now, segment) for mid, end in entries))
+            self._db.executemany("INSERT OR IGNORE INTO origins VALUES (?, ?, ?, ?)",
+                                 ((mid, *origin) for mid, origin in origins))
 
     def clear(self, segment: int) -> None:
         with self._db:
@@ -284,6 +295,7 @@ class PendingAppend:
     message_id: str
     data: bytes
     rows: int = 0
+    origin: Origin | None = None
     done: threading.Event = field(default_factory=threading.Event)
     written: bool = False
     error: BaseException | None = None
@@ -386,7 +398,8 @@ class DurableCsvFile:
                     pending.written = True
                 fsync_seconds = self._write_durably(parts, end, batch)
                 now = self._clock()
-                self._ledger.record(entries, self._segment, now)
+                self._ledger.record(entries, self._segment, now,
+                                    [(pending.message_id, pending.origin) for pending in fresh if pending.origin])
                 if self._first_commit is None:
                     self._first_commit = now
         finally:
@@ -687,10 +700,10 @@ class CsvSink:
         self._start_lock = threading.Lock()
         self._owner_pid: int | None = None
 
-    def append(self, message_id: str, data: bytes, rows: int = 0) -> bool:
+    def append(self, message_id: str, data: bytes, rows: int = 0, origin: Origin | None = None) -> bool:
         """Commit one message's rows; False when that message was already committed."""
         self._ensure_committer()
-        pending = PendingAppend(message_id, data, rows)
+        pending = PendingAppend(message_id, data, rows, origin)
         self._queue.put(pending)
         pending.done.wait()
         if pending.error is not None:

@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -81,6 +82,26 @@ class LedgerReader:
         rows = self._db.execute(f"SELECT message_id, segment, end_offset FROM commits WHERE message_id IN ({marks})",
                                 message_ids)
         return {message_id: (segment, end) for message_id, segment, end in rows}
+
+    def commits_after(self, segment: int, end: int, limit: int) -> list[tuple]:
+        """Up to `limit` commits written after the one ending at `end` in `segment`, in the order written:
+        (segment, end_offset, message_id, committed_at, tenant, client_id, device_id); the origin is
+        None for a message committed without one (by an older worker, or re-derived from the CSV)."""
+        origins = ("o.tenant, o.client_id, o.device_id FROM commits c LEFT JOIN origins o USING (message_id)"
+                   if self._has_origins else "NULL, NULL, NULL FROM commits c")
+        return self._db.execute(
+            f"SELECT c.segment, c.end_offset, c.message_id, c.committed_at, {origins}"
+            " WHERE (c.segment, c.end_offset) > (?, ?) ORDER BY c.segment, c.end_offset LIMIT ?",
+            (segment, end, limit)).fetchall()
+
+    def end_before(self, segment: int, end: int) -> int | None:
+        """Where the message before the one ending at `end` in `segment` ends; None for the segment's first."""
+        return self._db.execute("SELECT max(end_offset) FROM commits WHERE segment = ? AND end_offset < ?",
+                                (segment, end)).fetchone()[0]
+
+    @cached_property
+    def _has_origins(self) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'origins'").fetchone() is not None
 
     def close(self) -> None:
         self._db.close()
