@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     csv_host: str = Field(
         "", description="This host's name in sealed CSV files' names; empty: the machine's hostname.",
     )
+    # GET /records: what one page may cost (it always returns one message at least).
+    max_records_page_rows: int = Field(1000, ge=1, description="Largest `limit` GET /records accepts.")
+    max_records_scan: int = Field(
+        10_000, ge=1,
+        description="Most ledger entries one page of GET /records examines; a filter that matches little "
+        "gives shorter pages, each with a cursor to go on.",
+    )
+    max_records_page_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, description="Most bytes of CSV one page of GET /records reads.",
+    )
     sink_retry_max_seconds: float = Field(
         5.0, gt=0, le=60,
         description="While the CSV cannot be written (disk full, I/O error, read-only, permissions), the "

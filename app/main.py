@@ -16,7 +16,7 @@ from app.limits import BodySizeLimit, ConcurrencyLimit, bulk_body_limits
 from app.metrics import metrics_endpoint
 from app.request_context import RequestContext
 from app.routers import bulk
-from app.routers import dead_letters, health, ingest, message_status, models, status, tasks
+from app.routers import dead_letters, health, ingest, message_status, models, records, status, tasks
 from config import Settings, get_settings
 from logs import configure_logging
 
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, fast_ingest: bool = True) ->
     app.include_router(tasks.router)
     app.include_router(models.router)
     app.include_router(message_status.router)
+    app.include_router(records.router)
     app.include_router(dead_letters.router)
     app.include_router(health.router)
     app.include_router(status.router)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from actors.models import predict, train_model
-from app.errors import JSON_BODY_RESPONSES, RETRY_AFTER_HEADER, UNAVAILABLE_RESPONSE, validation_response
+from app.errors import JSON_BODY_RESPONSES, RETRY_AFTER_HEADER, UNAVAILABLE_RESPONSE, field_error, validation_response
 from app.auth import Principal, requires
 from app.json_route import OrjsonRoute
 from app.limits import require_json
@@ -45,10 +45,6 @@ async def _from_store(function, *args):
         return await run_in_threadpool(function, *args)
     except StoreUnavailable as error:
         raise HTTPException(503, f"{error}; retry later", headers={"Retry-After": "1"}) from None
-
-
-def _refuse(field: str, message: str, error_type: str) -> HTTPException:
-    return HTTPException(422, detail=[{"field": field, "message": message, "type": error_type}])
 
 
 def _check_training(request: TrainRequest) -> None:
@@ -90,7 +86,7 @@ async def submit_training(request: TrainRequest, principal: Principal = requires
     try:
         await run_in_threadpool(_check_training, request)
     except TrainingInputError as error:
-        raise _refuse(error.field, str(error), "invalid_training_request") from None
+        raise field_error(error.field, str(error), "invalid_training_request") from None
     message_id = await publish(train_model, request.model, request.dataset, request.target, request.params,
                                sender=principal)
     return TaskSubmitted(message_id=message_id, status_url=f"/tasks/{message_id}")
@@ -116,10 +112,10 @@ async def submit_prediction(request: PredictRequest, principal: Principal = requ
     try:
         await _from_store(_check_prediction, request)
     except ModelNotFound:
-        raise _refuse("model_id", f"no model {request.model_id} in the model store (see GET /models)",
+        raise field_error("model_id", f"no model {request.model_id} in the model store (see GET /models)",
                       "unknown_model") from None
     except TrainingInputError as error:
-        raise _refuse(error.field, str(error), "invalid_inputs") from None
+        raise field_error(error.field, str(error), "invalid_inputs") from None
     message_id = await publish(predict, request.model_id, request.inputs, sender=principal)
     return TaskSubmitted(message_id=message_id, status_url=f"/tasks/{message_id}")
 

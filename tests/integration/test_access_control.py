@@ -56,7 +56,7 @@ def test_without_a_key_every_route_but_the_probes_answers_401(tenants):
     anonymous = httpx.Client(base_url=tenants.base_url, timeout=10)
     refused = anonymous.post("/api", json=payload("acme", 1))
     assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
-    for path in ("/status", "/dead-letters", "/metrics", "/models", f"/api/{uuid.uuid4()}"):
+    for path in ("/status", "/dead-letters", "/metrics", "/models", "/records", f"/api/{uuid.uuid4()}"):
         assert anonymous.get(path).status_code == 401, path
     assert anonymous.get("/health").status_code == 200
     assert anonymous.get("/ready").status_code == 200
@@ -140,6 +140,54 @@ def test_an_upload_cannot_pre_empt_the_id_of_another_tenants_keyed_request(tenan
     assert answer.status_code == 202 and answer.json()["message_id"] == target
     wait_for_rows(tenants.csv_path, {target: enqueued(genuine)})
     assert {row["client_id"] for row in read_shard(tenants.csv_path) if row["message_id"] == target} == {"globex"}
+
+
+def walk_records(client: httpx.Client, **params) -> list[dict]:
+    """Every row GET /records answers with these filters, following `next` while `more`."""
+    rows, cursor = [], None
+    for _ in range(100):
+        page = client.get("/records", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        rows += page.json()["records"]
+        cursor = page.json()["next"]
+        if not page.json()["more"]:
+            return rows
+    raise AssertionError("GET /records kept saying more")
+
+
+def test_records_answer_each_tenant_its_own_rows_a_page_at_a_time_and_an_admin_everyones(tenants):
+    device = f"rec-{uuid.uuid4().hex[:8]}"
+    sent = {"acme": [payload("acme", 20 + n) | {"device_id": device} for n in range(3)],
+            "globex": [payload("globex", 30) | {"device_id": device}]}
+    owner = {}
+    accepted = {}
+    for name, bodies in sent.items():
+        for body in bodies:
+            answer = as_key(tenants, name).post("/api", json=body)
+            assert answer.status_code == 202
+            owner[answer.json()["message_id"]] = name
+            accepted[answer.json()["message_id"]] = enqueued(body)
+    wait_for_rows(tenants.csv_path, accepted)
+    written = [row for row in read_shard(tenants.csv_path) if row["device_id"] == device]
+
+    def without_time(rows: list[dict]) -> list[dict]:
+        assert all(row["written_at"].endswith("Z") for row in rows)
+        return [{name: value for name, value in row.items() if name != "written_at"} for row in rows]
+
+    # acme's reader (no client_id of its own) reads every acme row, in pages of 2 that split messages.
+    acme = walk_records(as_key(tenants, "acme-reader"), device_id=device, limit=2)
+    assert without_time(acme) == [row for row in written if owner[row["message_id"]] == "acme"]
+    globex = walk_records(as_key(tenants, "globex"), device_id=device)
+    assert without_time(globex) == [row for row in written if owner[row["message_id"]] == "globex"]
+    assert without_time(walk_records(tenants.http, device_id=device)) == written  # admin: every tenant's
+    assert walk_records(as_key(tenants, "globex"), client_id="acme") == []
+
+    lean = as_key(tenants, "acme-reader").get("/records", params={"device_id": device, "frames": "false"}).json()
+    assert lean["records"] and all("image_frame" not in row for row in lean["records"])
+    too_many = tenants.http.get("/records", params={"limit": 100_000})
+    assert too_many.status_code == 422 and too_many.json()["detail"][0]["field"] == "limit"
+    bad_cursor = tenants.http.get("/records", params={"cursor": "../etc"})
+    assert bad_cursor.status_code == 422 and bad_cursor.json()["detail"][0]["field"] == "cursor"
 
 
 def test_worker_log_lines_name_the_key_that_sent_the_message(tenants):
