@@ -134,11 +134,15 @@ class Detection(BaseModel):
 _ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt _]")
 
 
-def iso_8601_text(value: object) -> object:
+def iso_8601_text(field: str) -> BeforeValidator:
     """pydantic would also read a number, or a string of digits, as Unix time; the contract is ISO 8601 text."""
-    if not isinstance(value, str) or not _ISO_DATE_START.match(value):
-        raise ValueError("created_at must be ISO 8601 text with a date and a time, e.g. 2023-02-13T10:49:06+01:00")
-    return value
+
+    def check(value: object) -> object:
+        if not isinstance(value, str) or not _ISO_DATE_START.match(value):
+            raise ValueError(f"{field} must be ISO 8601 text with a date and a time, e.g. 2023-02-13T10:49:06+01:00")
+        return value
+
+    return BeforeValidator(check)
 
 
 class IngestPayload(BaseModel):
@@ -148,7 +152,7 @@ class IngestPayload(BaseModel):
 
     device_id: Identifier
     client_id: Identifier
-    created_at: Annotated[datetime, BeforeValidator(iso_8601_text)] = Field(
+    created_at: Annotated[datetime, iso_8601_text("created_at")] = Field(
         description="ISO 8601, with or without zone; `2023-02-13 10:49:06.613585` works too. "
         "Stored in ISO 8601 form, zone kept as sent."
     )

@@ -17,11 +17,13 @@ from starlette.concurrency import run_in_threadpool
 from app.auth import Principal, requires
 from app.errors import RETRY_AFTER_HEADER, ErrorResponse, field_error, validation_response
 from app.json_route import OrjsonRoute
-from app.schemas import DIGITS_ONLY
+from app.schemas import DIGITS_ONLY, iso_8601_text
 from config import get_settings
 from pipeline.records import CURSOR_PATTERN, RecordQuery, RecordsUnavailable, read_page
 
 router = APIRouter(tags=["records"], route_class=OrjsonRoute)
+#: In the schema, so a client (and schemathesis) knows the bound before asking.
+_MAX_ROWS = get_settings().max_records_page_rows
 
 EXAMPLE_ROW = {
     "message_id": "6f1c3cfa-5d8c-4d67-9a53-2f0b1f1b7c11",
@@ -83,7 +85,7 @@ def _epoch(moment: datetime | None) -> float | None:
     "examines at most MAX_RECORDS_SCAN messages and reads at most MAX_RECORDS_PAGE_BYTES, whatever the size "
     "of the shard. A key reads its tenant's rows; an admin key every tenant's.",
     responses={
-        **validation_response("limit", "limit must be at most 1000 (MAX_RECORDS_PAGE_ROWS)", "less_than_equal"),
+        **validation_response("limit", f"Input should be less than or equal to {_MAX_ROWS}", "less_than_equal"),
         503: {"model": ErrorResponse, "headers": RETRY_AFTER_HEADER,
               "description": "The shard's ledger cannot be read now, or a file disagrees with it.",
               "content": {"application/json": {"example": {"detail": "records unavailable (...); retry later"}}}},
@@ -92,19 +94,17 @@ def _epoch(moment: datetime | None) -> float | None:
 async def list_records(
     client_id: Annotated[Optional[str], Query(description="Only rows of this `client_id`.")] = None,
     device_id: Annotated[Optional[str], Query(description="Only rows of this `device_id`.")] = None,
-    since: Annotated[Optional[datetime], Query(description="Rows written at or after (ISO 8601; UTC if no zone).",
-                                               examples=["2026-12-03T00:00:00Z"])] = None,
-    until: Annotated[Optional[datetime], Query(description="Rows written before.")] = None,
-    limit: Annotated[int, Query(ge=1, description="At most this many rows (MAX_RECORDS_PAGE_ROWS)."),
+    since: Annotated[Optional[datetime], iso_8601_text("since"),
+                     Query(description="Rows written at or after (ISO 8601; UTC if no zone).",
+                           examples=["2026-12-03T00:00:00Z"])] = None,
+    until: Annotated[Optional[datetime], iso_8601_text("until"), Query(description="Rows written before.")] = None,
+    limit: Annotated[int, Query(ge=1, le=_MAX_ROWS, description="At most this many rows (MAX_RECORDS_PAGE_ROWS)."),
                      DIGITS_ONLY] = 100,
     cursor: Annotated[Optional[str], Query(pattern=CURSOR_PATTERN, description="`next` of the page before.")] = None,
     frames: Annotated[bool, Query(description="Include each row's `image_frame`.")] = True,
     principal: Principal = requires("read"),
 ) -> dict:
     settings = get_settings()
-    if limit > settings.max_records_page_rows:
-        raise field_error("limit", f"limit must be at most {settings.max_records_page_rows} (MAX_RECORDS_PAGE_ROWS)",
-                          "less_than_equal")
     for name, value in (("client_id", client_id), ("device_id", device_id)):
         if value is not None and len(value) > settings.max_id_length:
             raise field_error(name, f"{name} is longer than {settings.max_id_length} characters (MAX_ID_LENGTH)",
