@@ -38,6 +38,7 @@ from actors.deliveries import DeliveryLimit  # noqa: E402
 from actors.encoding import OrjsonEncoder  # noqa: E402
 from actors.log_context import LogContext  # noqa: E402
 from actors.message_status import MessageLifecycle, StatusResultBackend, StatusWriter  # noqa: E402
+from actors.cluster import node_urls, shuffled  # noqa: E402
 from actors.stats import SharedStats, namespace_for  # noqa: E402
 from actors.publisher import ConfirmedRabbitmqBroker  # noqa: E402
 
@@ -96,8 +97,9 @@ def build_broker(
         Results(backend=result_backend, store_results=True, result_ttl=settings.status_ttl_seconds * 1000),
     ]
     # send() returns only once RabbitMQ has confirmed the persistent message.
-    url = url_with_timeouts(settings.rabbitmq_url, settings.publish_timeout_seconds)
-    return ConfirmedRabbitmqBroker(url=url, middleware=middleware, publish_timeout=settings.publish_timeout_seconds,
+    # This process's order of the cluster's nodes (actors.cluster); pika tries them in turn.
+    urls = [url_with_timeouts(url, settings.publish_timeout_seconds) for url in shuffled(node_urls(settings.rabbitmq_url))]
+    return ConfirmedRabbitmqBroker(url=urls, middleware=middleware, publish_timeout=settings.publish_timeout_seconds,
                                    max_in_flight_bytes=settings.max_publish_in_flight_bytes,
                                    max_queue_messages=settings.max_queue_messages,
                                    queue_type=settings.rabbitmq_queue_type, max_deliveries=settings.max_deliveries)

@@ -83,9 +83,7 @@ class DeadLetterOffice:
         self.timeout = timeout
 
     def _connect(self) -> pika.BlockingConnection:
-        parameters = self.broker.parameters
-        parameters = parameters[0] if isinstance(parameters, list) else parameters
-        return pika.BlockingConnection(parameters)
+        return pika.BlockingConnection(self.broker.parameters)  # a cluster: each node in turn
 
     def _reasons(self, message_ids: list[str]) -> dict[str, dict]:
         if not message_ids:

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import orjson
 import redis
@@ -26,6 +25,7 @@ from loguru import logger
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from actors.cluster import vhost_of
 from pipeline.csv_sink import CommitReport, SinkFault
 
 #: Totals (a Redis hash) and the per-second buckets behind messages/s.
@@ -41,8 +41,10 @@ FAULT_FRESH_SECONDS = 10
 
 
 def namespace_for(rabbitmq_url: str) -> str:
-    """One namespace per vhost: the vhost is what separates deployments (and test runs)."""
-    vhost = unquote(urlsplit(rabbitmq_url).path[1:]) or "/"
+    """One namespace per vhost: the vhost is what separates deployments (and test runs).
+
+    Of the first node when RABBITMQ_URL lists several (actors.cluster: they all name the same one)."""
+    vhost = vhost_of(rabbitmq_url.split(";")[0].strip())
     return f"ingest-stats:{vhost}"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import lru_cache
 from typing import Any
 
 import pika
@@ -20,16 +21,24 @@ from dramatiq.common import dq_name, xq_name
 from loguru import logger
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
+from actors.cluster import NodeProbe, node_urls
 from actors.stats import TOTALS, read_stats, redis_client
+from config import get_settings
 
 CACHE_SECONDS = 1.0
+
+
+@lru_cache
+def cluster_probe() -> NodeProbe:
+    """This process's view of RABBITMQ_URL's nodes, which /ready and /status share."""
+    return NodeProbe(node_urls(get_settings().rabbitmq_url))
 
 
 class QueueProbe:
     """Ready messages and consumers of queues, over one lazily (re)opened connection."""
 
-    def __init__(self, parameters: pika.ConnectionParameters):
-        self.parameters = parameters
+    def __init__(self, parameters: pika.ConnectionParameters | list[pika.ConnectionParameters]):
+        self.parameters = parameters  # a cluster's nodes: pika tries each in turn
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
 
@@ -60,8 +69,10 @@ class QueueProbe:
 
 
 class StatusReader:
-    def __init__(self, parameters: pika.ConnectionParameters, redis_url: str, namespace: str, queues: list[str]):
+    def __init__(self, parameters: pika.ConnectionParameters | list[pika.ConnectionParameters], redis_url: str,
+                 namespace: str, queues: list[str], nodes: NodeProbe | None = None):
         self.probe = QueueProbe(parameters)
+        self.nodes = nodes
         self.redis_url = redis_url
         self.namespace = namespace
         self.queues = queues
@@ -84,6 +95,8 @@ class StatusReader:
                 "rabbitmq": rabbitmq,
                 "redis": redis_state,
             }
+            if self.nodes is not None and self.nodes.cluster:
+                status["cluster"] = self.nodes.read()
             self._cached = (time.monotonic(), status)
             return status
 

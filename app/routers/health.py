@@ -7,8 +7,10 @@ from typing import Literal, Optional
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from actors import broker
+from app.status import cluster_probe
 from app.errors import RETRY_AFTER_HEADER
 
 router = APIRouter(tags=["health"])
@@ -19,6 +21,10 @@ class Readiness(BaseModel):
 
     status: Literal["ready", "unavailable"]
     broker: Optional[str] = Field(None, description="Why the publisher is not connected; only when `unavailable`.")
+    cluster: Optional[str] = Field(
+        None, description="Only when RABBITMQ_URL lists several nodes: `ok`, `degraded` (some nodes do not accept "
+        "connections; publishing goes on while a majority is up) or `down`.")
+    nodes_down: Optional[list[str]] = Field(None, description="With `cluster`: `host:port` of each node that is down.")
 
 
 @router.get(
@@ -56,8 +62,14 @@ async def health() -> dict:
 )
 async def ready() -> JSONResponse:
     publisher = broker.publisher
+    nodes = cluster_probe()
+    cluster = {}
+    if nodes.cluster:
+        seen = await run_in_threadpool(nodes.read)
+        cluster = {"cluster": seen["state"], "nodes_down": seen["down"]}
     if publisher.ready:
-        return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "ready", **cluster})
     return JSONResponse(
-        {"status": "unavailable", "broker": publisher.last_error}, status_code=503, headers={"Retry-After": "1"}
+        {"status": "unavailable", "broker": publisher.last_error, **cluster}, status_code=503,
+        headers={"Retry-After": "1"},
     )

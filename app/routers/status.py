@@ -15,7 +15,7 @@ from actors import INGEST_QUEUE, PREDICTIONS_QUEUE, TASKS_QUEUE, TRAINING_QUEUE,
 from actors.stats import namespace_for
 from app.auth import requires
 from app.json_route import OrjsonRoute
-from app.status import StatusReader
+from app.status import StatusReader, cluster_probe
 from config import get_settings
 
 router = APIRouter(tags=["status"], route_class=OrjsonRoute)
@@ -37,6 +37,13 @@ class SinkFaultOut(BaseModel):
     waiting: int = Field(description="Messages the worker holds until it can write them.")
 
 
+class ClusterStatus(BaseModel):
+    state: str = Field(description="`ok`: every node accepts connections; `degraded`: some do not (quorum queues "
+                       "go on while a majority is up); `down`: none does.")
+    nodes: int = Field(description="Nodes RABBITMQ_URL lists.")
+    down: list[str] = Field(description="`host:port` of each node that did not accept a connection.")
+
+
 class Status(BaseModel):
     queues: dict[str, QueueStatus] = Field(description="Empty when RabbitMQ is unreachable.")
     workers: Optional[int] = Field(description="Worker processes consuming the ingest queue, on every host.")
@@ -53,6 +60,8 @@ class Status(BaseModel):
         "Empty while every worker writes.")
     rabbitmq: str = Field(description="`ok`, or why the queue figures are missing.")
     redis: str = Field(description="`ok`, or why the totals are missing (null).")
+    cluster: Optional[ClusterStatus] = Field(
+        None, description="Only when RABBITMQ_URL lists several nodes: which of them answer.")
 
     model_config = {
         "json_schema_extra": {
@@ -84,9 +93,9 @@ class Status(BaseModel):
 @lru_cache
 def get_reader() -> StatusReader:
     settings = get_settings()
-    parameters = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
     return StatusReader(
-        parameters, settings.redis_url, namespace_for(settings.rabbitmq_url), [INGEST_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, PREDICTIONS_QUEUE]
+        broker.parameters, settings.redis_url, namespace_for(settings.rabbitmq_url),
+        [INGEST_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, PREDICTIONS_QUEUE], cluster_probe(),
     )
 
 

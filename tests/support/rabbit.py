@@ -62,8 +62,8 @@ def vhost_url(vhost: str) -> str:
 
 
 def queue_state(url: str, queue: str) -> tuple[int, int]:
-    """(ready messages, consumers) of a queue; raises if it does not exist yet."""
-    connection = pika.BlockingConnection(pika.URLParameters(url))
+    """(ready messages, consumers) of a queue; raises if it does not exist yet. `url` may list a cluster's nodes."""
+    connection = pika.BlockingConnection([pika.URLParameters(node) for node in url.split(";")])
     try:
         method = connection.channel().queue_declare(queue=queue, passive=True).method
         return method.message_count, method.consumer_count

@@ -1,0 +1,87 @@
+"""RabbitMQ's nodes as RABBITMQ_URL lists them, and which of them answer.
+
+RABBITMQ_URL names one node, or the nodes of a cluster separated by `;`
+(`amqp://u:p@rabbit-1:5672/v;amqp://u:p@rabbit-2:5672/v;...`), the form
+Dramatiq itself accepts. Every process shuffles its copy of the list once:
+pika tries the nodes in that order on each (re)connect, so the API processes
+and workers spread over the cluster instead of all crowding the first node,
+and each moves to the next node by itself when its node goes. All the nodes
+must name one vhost: it is what the deployment's Redis records are named by.
+
+Whether the cluster is whole is a question for `/ready` and `/status`, not
+for publishing (a quorum queue goes on with a majority): a TCP connect to each
+node's AMQP port, with a short timeout and answered from a cache for a second,
+so probes and open status pages cost the nodes almost nothing. A node whose
+RabbitMQ is stopped, killed or unreachable does not accept the connection.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+CACHE_SECONDS = 1.0
+
+
+def node_urls(rabbitmq_url: str) -> list[str]:
+    """The nodes' URLs, in the order given; raises ValueError, naming RABBITMQ_URL, when they disagree."""
+    urls = [part.strip() for part in rabbitmq_url.split(";") if part.strip()]
+    if not urls:
+        raise ValueError("RABBITMQ_URL is empty: give the AMQP URL of a node, or of each node separated by ';'")
+    vhosts = {vhost_of(url) for url in urls}
+    if len(vhosts) > 1:
+        raise ValueError(f"RABBITMQ_URL names {len(urls)} nodes with different vhosts ({', '.join(sorted(vhosts))}); "
+                         "every node of a cluster serves the same vhosts, so give each URL the same one")
+    return urls
+
+
+def vhost_of(url: str) -> str:
+    return unquote(urlsplit(url).path[1:]) or "/"
+
+
+def shuffled(urls: list[str], rng: random.Random | None = None) -> list[str]:
+    """This process's order of the nodes."""
+    order = list(urls)
+    (rng or random).shuffle(order)
+    return order
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "localhost", parts.port or (5671 if parts.scheme == "amqps" else 5672)
+
+
+class NodeProbe:
+    """Which nodes accept a connection on their AMQP port, read at most once a second."""
+
+    def __init__(self, urls: list[str], timeout: float = 0.25):
+        self.nodes = [_address(url) for url in urls]
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, Any]] | None = None
+
+    @property
+    def cluster(self) -> bool:
+        return len(self.nodes) > 1
+
+    def read(self) -> dict[str, Any]:
+        """{"state": "ok" | "degraded" | "down", "nodes": n, "down": ["host:port", ...]}; blocking."""
+        with self._lock:
+            if self._cached is not None and time.monotonic() - self._cached[0] < CACHE_SECONDS:
+                return self._cached[1]
+            down = [f"{host}:{port}" for host, port in self.nodes if not self._accepts(host, port)]
+            state = "ok" if not down else "down" if len(down) == len(self.nodes) else "degraded"
+            answer = {"state": state, "nodes": len(self.nodes), "down": down}
+            self._cached = (time.monotonic(), answer)
+            return answer
+
+    def _accepts(self, host: str, port: int) -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=self.timeout):
+                return True
+        except OSError:
+            return False
