@@ -170,9 +170,11 @@ def test_a_rolling_restart_of_all_three_nodes_under_load_loses_and_doubles_nothi
 
 def test_the_processes_spread_their_connections_over_the_nodes(cluster, stack):
     """Each API and worker process shuffles RABBITMQ_URL's nodes: no node has every connection."""
-    listing = cluster.ctl(cluster.nodes[0], "list_connections", "-p", stack.vhost, "node", "--formatter", "json")
+    # RabbitMQ 3.10 has no `node` column; a connection's Erlang pid names the node it lives on.
+    listing = cluster.ctl(cluster.nodes[0], "list_connections", "-p", stack.vhost, "pid", "--formatter", "json")
     per_node: dict[str, int] = {}
     for connection in json.loads(listing or "[]"):
-        per_node[connection["node"]] = per_node.get(connection["node"], 0) + 1
+        node = next((node.name for node in cluster.nodes if node.name in connection["pid"]), connection["pid"])
+        per_node[node] = per_node.get(node, 0) + 1
     assert sum(per_node.values()) >= 6, per_node
     assert len(per_node) >= 2, f"every connection on one node: {per_node}"
