@@ -1,8 +1,10 @@
 """RabbitMQ's nodes as RABBITMQ_URL lists them, and which of them answer.
 
-RABBITMQ_URL names one node, or the nodes of a cluster separated by `;`
-(`amqp://u:p@rabbit-1:5672/v;amqp://u:p@rabbit-2:5672/v;...`), the form
-Dramatiq itself accepts. Every process shuffles its copy of the list once:
+RABBITMQ_URL names one node, or the nodes of a cluster: separated by `;`
+(`amqp://u:p@rabbit-1:5672/v;amqp://u:p@rabbit-2:5672/v;...`, the form
+Dramatiq itself accepts), or, with the user, password, vhost and options
+said once, as a comma-separated host list (`amqp://u:p@rabbit-1:5672,
+rabbit-2:5672,rabbit-3:5672/v`, as libpq and MongoDB take it). Every process shuffles its copy of the list once:
 pika tries the nodes in that order on each (re)connect, so the API processes
 and workers spread over the cluster instead of all crowding the first node,
 and each moves to the next node by itself when its node goes. All the nodes
@@ -29,7 +31,7 @@ CACHE_SECONDS = 1.0
 
 def node_urls(rabbitmq_url: str) -> list[str]:
     """The nodes' URLs, in the order given; raises ValueError, naming RABBITMQ_URL, when they disagree."""
-    urls = [part.strip() for part in rabbitmq_url.split(";") if part.strip()]
+    urls = [url for part in rabbitmq_url.split(";") if part.strip() for url in _each_host(part.strip())]
     if not urls:
         raise ValueError("RABBITMQ_URL is empty: give the AMQP URL of a node, or of each node separated by ';'")
     vhosts = {vhost_of(url) for url in urls}
@@ -37,6 +39,15 @@ def node_urls(rabbitmq_url: str) -> list[str]:
         raise ValueError(f"RABBITMQ_URL names {len(urls)} nodes with different vhosts ({', '.join(sorted(vhosts))}); "
                          "every node of a cluster serves the same vhosts, so give each URL the same one")
     return urls
+
+
+def _each_host(url: str) -> list[str]:
+    """`amqp://u:p@a:1,b:2/v` -> `amqp://u:p@a:1/v`, `amqp://u:p@b:2/v`; any other URL as it is."""
+    parts = urlsplit(url)
+    credentials, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return [url]
+    return [parts._replace(netloc=f"{credentials}{at}{host.strip()}").geturl() for host in hosts.split(",") if host.strip()]
 
 
 def vhost_of(url: str) -> str:

@@ -19,6 +19,12 @@ def test_a_url_list_is_split_on_semicolons_in_order_and_one_url_is_a_list_of_one
     assert node_urls("amqp://127.0.0.1:5672/") == ["amqp://127.0.0.1:5672/"]
 
 
+def test_a_host_list_shares_one_user_vhost_and_options_across_its_nodes():
+    assert node_urls("amqp://u:p@rabbitmq:5672,rabbitmq-2:5672, rabbitmq-3/prod?heartbeat=30") == [
+        "amqp://u:p@rabbitmq:5672/prod?heartbeat=30", "amqp://u:p@rabbitmq-2:5672/prod?heartbeat=30",
+        "amqp://u:p@rabbitmq-3/prod?heartbeat=30"]
+
+
 def test_nodes_naming_different_vhosts_are_refused_with_the_setting_named():
     with pytest.raises(ValueError, match="RABBITMQ_URL names 2 nodes with different vhosts"):
         node_urls("amqp://n1/a;amqp://n2/b")

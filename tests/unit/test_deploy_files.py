@@ -143,11 +143,12 @@ def test_the_trainer_and_the_api_share_the_model_store_and_datasets():
 
 # -- No default credentials, nothing published beyond loopback (issue 10) ----------------------------
 
-SHIPPED = [ROOT / "docker-compose.yml", *sorted((ROOT / ".devcontainer").iterdir()), ROOT / ".env.example",
+SHIPPED = [ROOT / "docker-compose.yml", ROOT / "docker-compose.cluster.yml", *sorted((ROOT / ".devcontainer").iterdir()), ROOT / ".env.example",
            ROOT / "config.py", ROOT / "Dockerfile", *sorted(p for p in (ROOT / "deploy").rglob("*") if p.is_file())]
 ENV_EXAMPLE = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
                    if line and not line.startswith("#"))
-REQUIRED = set(re.findall(r"\$\{(\w+):\?", (ROOT / "docker-compose.yml").read_text()))
+REQUIRED = {name for compose in ("docker-compose.yml", "docker-compose.cluster.yml")
+            for name in re.findall(r"\$\{(\w+):\?", (ROOT / compose).read_text())}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
@@ -216,3 +217,44 @@ def test_the_devcontainer_stops_at_once_without_a_dot_env_and_says_what_to_do():
     command = DEVCONTAINER["initializeCommand"]
     secret = COMPOSE["secrets"]["prometheus_api_key"]["file"].removeprefix("./")
     assert command.startswith(f"test -f .env -a -f {secret} ||") and ".env.example" in command
+
+
+# -- The 3-node cluster overlay (issue 13) ---------------------------------------------------------
+
+CLUSTER = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())["services"]
+CLUSTER_CONF = (ROOT / "deploy" / "rabbitmq" / "cluster.conf").read_text()
+NODES = ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+
+
+def test_the_cluster_overlay_runs_three_nodes_that_name_each_other_in_their_formation_config():
+    assert [name for name in CLUSTER if name.startswith("rabbitmq")] == NODES
+    listed = re.findall(r"^cluster_formation\.classic_config\.nodes\.\d+ = rabbit@(\S+)$", CLUSTER_CONF, re.MULTILINE)
+    assert listed == [CLUSTER[node]["hostname"] for node in NODES] == NODES
+    for node in NODES:
+        assert "./deploy/rabbitmq/cluster.conf:/etc/rabbitmq/conf.d/20-cluster.conf:ro" in CLUSTER[node]["volumes"]
+        assert CLUSTER[node]["healthcheck"]["test"][0] == "CMD-SHELL"
+        assert "ports" not in CLUSTER[node], "only the first node publishes, from docker-compose.yml"
+    data = {CLUSTER[node]["volumes"][0].split(":")[0] for node in NODES}
+    assert len(data) == 3, "each node keeps its own data"
+
+
+def test_the_nodes_share_a_cookie_that_comes_from_env_with_no_default():
+    for node in NODES:
+        environment = CLUSTER[node]["environment"]
+        assert environment["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"].startswith("-setcookie ${RABBITMQ_ERLANG_COOKIE:?")
+        assert environment["RABBITMQ_DEFAULT_USER"].startswith("${RABBITMQ_USER:?")
+    assert ENV_EXAMPLE.get("RABBITMQ_ERLANG_COOKIE") == ""
+
+
+@pytest.mark.parametrize("service", ["api", "worker", "tasks", "trainer"])
+def test_on_the_cluster_the_app_reaches_all_three_nodes_with_quorum_queues_and_waits_for_them(service):
+    from actors.cluster import node_urls
+
+    environment = CLUSTER[service]["environment"]
+    assert set(environment) <= SETTING_NAMES
+    assert environment["RABBITMQ_QUEUE_TYPE"] == "quorum"
+    urls = node_urls(re.sub(r"\$\{[^}]*\}", "x", environment["RABBITMQ_URL"]))
+    assert [urlsplit(url).hostname for url in urls] == NODES
+    assert all(urlsplit(url).username == "x" for url in urls), "the user from .env, on every node"
+    assert {name: dependency["condition"] for name, dependency in CLUSTER[service]["depends_on"].items()} == {
+        node: "service_healthy" for node in NODES}
