@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     # only. A deployment names its own user in the URL (compose: from .env).
     rabbitmq_url: str = Field(
         "amqp://127.0.0.1:5672/",
-        description="AMQP URL of RabbitMQ, including the vhost and, beyond loopback, user and password.",
+        description="AMQP URL of RabbitMQ, including the vhost and, beyond loopback, user and password; for a "
+        "cluster, its hosts comma-separated (or whole URLs separated by ';').",
     )
     rabbitmq_queue_type: Literal["classic", "quorum"] = Field(
         "classic",
