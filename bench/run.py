@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.run --rate 500           # open loop at 500 req/s (latency targets)
     .venv/bin/python -m bench.run --baseline           # also the demo-style baseline, and the ratios
     .venv/bin/python -m bench.run --baseline --repeat 3   # three alternating rounds, and their medians
+    .venv/bin/python -m bench.run --cluster --repeat 3    # one node, then a 3-node cluster of its own, alternating
 
 Starts API + workers from the project's entrypoints, drives the load from a
 separate process, waits until every row is in the CSV, checks exactness
@@ -37,7 +38,8 @@ from bench.plot import plot_run  # noqa: E402
 from bench.procstat import TreeSampler, per_request_ms, rabbitmq_cpu_seconds  # noqa: E402
 from bench.targets import TARGETS  # noqa: E402
 from tests.support.payloads import random_payload  # noqa: E402
-from tests.support.rabbit import create_vhost, delete_vhost, vhost_url  # noqa: E402
+from tests.support.cluster import Cluster  # noqa: E402
+from tests.support.rabbit import create_vhost, delete_vhost, forget_vhost_records, vhost_url  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -55,11 +57,18 @@ def progress(label: str, done: int, total: int, started: float) -> None:
     print(f"\r  {label}: {done:>7}/{total} ({rate:,.0f}/s)", end="", flush=True)
 
 
-def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], command: str) -> dict:
-    """Start one target on its own vhost, drive the load, wait for every row, measure."""
-    vhost = create_vhost("bench")
+def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], command: str,
+               cluster: Cluster | None = None) -> dict:
+    """Start one target on its own vhost (of the machine's node, or of `cluster`), drive the load,
+    wait for every row, measure."""
+    if cluster is None:
+        vhost = create_vhost("bench")
+        url = vhost_url(vhost)
+    else:
+        vhost = cluster.add_vhost("bench")
+        url = cluster.url(vhost)
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{target_class.label}-"))
-    target = target_class(workdir, vhost_url(vhost), args.processes, args.threads, auth=not args.no_auth)
+    target = target_class(workdir, url, args.processes, args.threads, auth=not args.no_auth)
     print(f"[{target.label}]")
     try:
         target.start()
@@ -93,7 +102,11 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
         rows = target.rows()
     finally:
         target.stop()
-        delete_vhost(vhost)
+        if cluster is None:
+            delete_vhost(vhost)
+        else:
+            cluster.ctl(cluster.nodes[0], "delete_vhost", vhost, check=False)
+            forget_vhost_records(vhost)
 
     seen: dict[tuple[str, int], int] = {}
     for row in rows:
@@ -156,6 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--label", default="ours")
     parser.add_argument("--baseline", action="store_true", help="also run the demo-style baseline; print ratios")
     parser.add_argument("--no-auth", action="store_true", help="ours without API keys (what auth costs)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="each round: ours on the machine's node, then on a 3-node cluster of its own with "
+                        "quorum queues (as root); prints the ratios")
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds (ours, then the baseline, alternating); prints medians"
     )
@@ -168,6 +184,17 @@ def main(argv: list[str] | None = None) -> dict:
     expected_rows = sum(len(payload["data"]["preds"]) for payload in payloads)
     print(f"{args.requests} requests, {expected_rows} rows, {sum(map(len, bodies)) / 1e6:.0f} MB of bodies")
 
+    if args.cluster and args.baseline:
+        parser.error("--cluster compares ours on one node and on a cluster; run --baseline separately")
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="bench-cluster-"))).start() if args.cluster else None
+    try:
+        return _rounds(args, payloads, bodies, command, cluster)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _rounds(args, payloads: list[dict], bodies: list[bytes], command: str, cluster: Cluster | None) -> dict:
     rounds: list[tuple[dict, dict | None]] = []
     for round_number in range(1, args.repeat + 1):
         if args.repeat > 1:
@@ -190,6 +217,17 @@ def main(argv: list[str] | None = None) -> dict:
                 "(ours with confirms and fsync; the baseline with neither)"
             )
             save(baseline)
+        if cluster is not None:
+            baseline = run_target(TARGETS["ours-cluster"], args, payloads, bodies, command, cluster)
+            print_report(baseline)
+            ours["cluster_to_one_node"] = {
+                "accepted_per_s": baseline["accepted_per_s"] / ours["accepted_per_s"],
+                "rows_per_s_end_to_end": baseline["rows_per_s_end_to_end"] / ours["rows_per_s_end_to_end"],
+            }
+            ratio = ours["cluster_to_one_node"]
+            print(f"\ncluster / one node: accepted req/s x{ratio['accepted_per_s']:.2f}, "
+                  f"end-to-end rows/s x{ratio['rows_per_s_end_to_end']:.2f}")
+            save(baseline)
         save(ours, *([baseline] if baseline else []))  # the plot: both systems on one picture
         rounds.append((ours, baseline))
     if args.repeat > 1:
@@ -208,16 +246,22 @@ def median(values: list[float]) -> float:
 
 def print_medians(rounds: list[tuple[dict, dict | None]]) -> None:
     """Medians over the rounds: on a shared machine one run can be off by 15% either way."""
-    print(f"\n=== medians of {len(rounds)} rounds (ours and the baseline alternate, so drift hits both)")
-    for index, label in ((0, "ours"), (1, "baseline")):
+    print(f"\n=== medians of {len(rounds)} rounds (the two runs of a round alternate, so drift hits both)")
+    for index in (0, 1):
         reports = [pair[index] for pair in rounds if pair[index] is not None]
         if not reports:
             continue
+        label = reports[0]["label"]
         accepted = median([r["accepted_per_s"] for r in reports])
         rows = median([r["rows_per_s_end_to_end"] for r in reports])
         p99 = median([r["post_latency_ms"][99] for r in reports])
-        print(f"{label:>8}: {accepted:,.0f} req/s, {rows:,.0f} rows/s, POST p99 {p99:.0f} ms, "
+        print(f"{label:>12}: {accepted:,.0f} req/s, {rows:,.0f} rows/s, POST p99 {p99:.0f} ms, "
               f"CPU ms per request {_per_request_line([r['cpu_ms_per_request'] for r in reports])}")
+    on_cluster = [pair[0]["cluster_to_one_node"] for pair in rounds if "cluster_to_one_node" in pair[0]]
+    if on_cluster:
+        print(f"cluster / one node, median of the rounds' ratios: accepted req/s "
+              f"x{median([r['accepted_per_s'] for r in on_cluster]):.2f}, end-to-end rows/s "
+              f"x{median([r['rows_per_s_end_to_end'] for r in on_cluster]):.2f}")
     ratios = [pair[0]["ratio_to_baseline"] for pair in rounds if "ratio_to_baseline" in pair[0]]
     if ratios:
         print(

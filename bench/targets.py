@@ -21,8 +21,11 @@ class OursTarget:
 
     label = "ours"
 
+    #: Settings of this target's stack besides the broker's URL.
+    settings: dict[str, str] = {}
+
     def __init__(self, workdir: Path, rabbitmq_url: str, processes: int, threads: int, auth: bool = True):
-        self.stack = Stack(workdir, rabbitmq_url, processes=processes, threads=threads, auth=auth)
+        self.stack = Stack(workdir, rabbitmq_url, processes=processes, threads=threads, auth=auth, **self.settings)
         self.csv_path = self.stack.csv_path
         #: The load's key: `ingest` only, as a client's would be. Its name is its tenant.
         self.load_key = "bench-load"
@@ -47,6 +50,13 @@ class OursTarget:
 
     def stop(self) -> None:
         self.stack.stop()
+
+
+class OursOnClusterTarget(OursTarget):
+    """Ours on a 3-node cluster (`bench.run --cluster`): every node in RABBITMQ_URL, quorum queues."""
+
+    label = "ours-cluster"
+    settings = {"rabbitmq_queue_type": "quorum"}
 
 
 class BaselineTarget:
@@ -112,4 +122,4 @@ class BaselineTarget:
                 process.kill()
 
 
-TARGETS = {"ours": OursTarget, "baseline": BaselineTarget}
+TARGETS = {"ours": OursTarget, "ours-cluster": OursOnClusterTarget, "baseline": BaselineTarget}

@@ -46,6 +46,11 @@ def delete_vhost(name: str) -> None:
     unique; left behind, a benchmark's 10,000+ status records made every later SCAN slow.
     """
     _rabbitmqctl("delete_vhost", name)
+    forget_vhost_records(name)
+
+
+def forget_vhost_records(name: str) -> None:
+    """Delete what the service kept in Redis for the vhost `name` (its names are unique)."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
         keys = list(client.scan_iter(match=f"*{name}*", count=10_000))
