@@ -251,7 +251,7 @@ def print_medians(rounds: list[tuple[dict, dict | None]]) -> None:
         reports = [pair[index] for pair in rounds if pair[index] is not None]
         if not reports:
             continue
-        label = reports[0]["label"]
+        label = reports[0].get("label", ("ours", "baseline")[index])
         accepted = median([r["accepted_per_s"] for r in reports])
         rows = median([r["rows_per_s_end_to_end"] for r in reports])
         p99 = median([r["post_latency_ms"][99] for r in reports])
