@@ -57,8 +57,10 @@ class Node:
 class Cluster:
     """Three nodes, formed once; kill, start and restart them one by one."""
 
-    def __init__(self, workdir: Path, size: int = 3):
+    def __init__(self, workdir: Path, size: int = 3, listen: tuple[str, ...] = ("127.0.0.1",)):
+        """`listen`: the addresses every node takes AMQP connections on (e.g. a veth's, for a namespace)."""
         self.workdir = workdir
+        self.listen = listen
         self.home = workdir / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         cookie = self.home / ".erlang.cookie"
@@ -74,8 +76,9 @@ class Cluster:
         node.directory.mkdir(parents=True, exist_ok=True)
         peers = "\n".join(f"cluster_formation.classic_config.nodes.{i} = {peer.name}"
                           for i, peer in enumerate(self.nodes, 1))
+        listeners = "".join(f"listeners.tcp.{i} = {address}:{node.port}\n" for i, address in enumerate(self.listen, 1))
         (node.directory / "rabbitmq.conf").write_text(
-            f"listeners.tcp.1 = 127.0.0.1:{node.port}\n"
+            f"{listeners}"
             "loopback_users = none\n"
             "vm_memory_high_watermark.absolute = 512MB\n"
             "disk_free_limit.absolute = 50MB\n"
@@ -163,9 +166,10 @@ class Cluster:
         self.ctl(self.nodes[0], "set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         return name
 
-    def url(self, vhost: str) -> str:
-        """RABBITMQ_URL for the whole cluster: every node, `;`-separated."""
-        return ";".join(f"amqp://guest:guest@127.0.0.1:{node.port}/{vhost}" for node in self.nodes)
+    def url(self, vhost: str, address: str = "127.0.0.1", options: str = "") -> str:
+        """RABBITMQ_URL for the whole cluster: every node, `;`-separated; `options` a query string."""
+        query = f"?{options}" if options else ""
+        return ";".join(f"amqp://guest:guest@{address}:{node.port}/{vhost}{query}" for node in self.nodes)
 
     def queue_members_online(self, vhost: str) -> dict[str, int]:
         """Per quorum queue of the vhost, how many of its members are online."""
@@ -178,10 +182,10 @@ class Cluster:
         return {}
 
     def log_tail(self, node: Node, lines: int = 30) -> str:
-        logs = sorted((node.directory / "log").glob("*.log"))
-        if not logs:
+        log = node.directory / "log" / f"{node.name}.log"
+        if not log.exists():
             return "(no log)"
-        return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
         for node in self.nodes:

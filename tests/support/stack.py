@@ -29,9 +29,11 @@ class Stack:
     """API and workers started from the project's own entrypoint scripts."""
 
     def __init__(self, workdir: Path, rabbitmq_url: str, *, processes: int = 2, threads: int = 8, auth: bool = True,
-                 **settings: str):
-        """`auth`: the API has a keys file with one admin key, which `http` sends; else it is open."""
+                 command_prefix: tuple[str, ...] = (), **settings: str):
+        """`auth`: the API has a keys file with one admin key, which `http` sends; else it is open.
+        `command_prefix`: what the processes are started under (e.g. `ip netns exec HOST`, another "host")."""
         self.workdir = workdir
+        self.command_prefix = command_prefix
         self.keys_file = workdir / "api-keys.json"
         self.csv_path = workdir / "data.csv"
         self.api_port = free_port()
@@ -107,7 +109,7 @@ class Stack:
 
     def _spawn(self, script: str, log: Path, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [str(ROOT / script), *args],
+            [*self.command_prefix, str(ROOT / script), *args],
             cwd=ROOT,
             env=self.env,
             stdout=open(log, "ab"),
