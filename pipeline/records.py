@@ -145,7 +145,8 @@ def _fill(page: Page, query: RecordQuery, position: Position, ledger: LedgerRead
     entries = ledger.commits_after(position.segment, position.end, query.scan)
     page.more = len(entries) == query.scan
     read_bytes = 0
-    previous: tuple[int, int] | None = (position.segment, position.end) if position.end >= 0 else None
+    # The first message's start is looked up, never taken from the cursor: a cursor is only a position.
+    previous: tuple[int, int] | None = None
     for index, (segment, end, message_id, written, tenant, client_id, device_id) in enumerate(entries):
         start = previous[1] if previous and previous[0] == segment else None
         previous = (segment, end)
@@ -192,7 +193,10 @@ def _skip_segments_before(since: float | None, position: Position, ledger: Ledge
 
 
 def _rows(data: bytes, message_id: str, segment: int) -> list[dict[str, Any]]:
-    rows = [decode_row(cells) for cells in csv.reader(io.StringIO(data.decode("utf-8"), newline=""))]
+    try:
+        rows = [decode_row(cells) for cells in csv.reader(io.StringIO(data.decode("utf-8"), newline=""))]
+    except (ValueError, csv.Error):  # UnicodeDecodeError and orjson's errors are ValueErrors
+        rows = []
     if not rows or any(row["message_id"] != message_id for row in rows):
         raise RecordsUnavailable(f"segment {segment} does not hold message {message_id} where its ledger says; "
                                  "run `python -m pipeline.shards verify`")
