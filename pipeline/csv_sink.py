@@ -61,7 +61,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from pipeline.rows import COLUMNS, HEADER_BYTES, restore_cell
+from pipeline.rows import COLUMNS, HEADER_BYTES, allow_large_cells, restore_cell
 from pipeline.shard_files import ledger_path, sealed_files, sealed_path
 
 #: Upper bound of one group commit; larger batches only add latency.
@@ -177,14 +177,14 @@ class Ledger:
                origins: Iterable[tuple[str, Origin]] = ()) -> None:
         """Record committed messages of a segment, stamped `now` (unix seconds): when their rows became durable."""
         now = time.time() if now is None else now
-        with self._db:
+        with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?, ?)",
                                  ((mid, end, now, segment) for mid, end in entries))
             self._db.executemany("INSERT OR IGNORE INTO origins VALUES (?, ?, ?, ?)",
                                  ((mid, *origin) for mid, origin in origins))
 
     def clear(self, segment: int) -> None:
-        with self._db:
+        with self._transaction():
             self._db.execute("DELETE FROM commits WHERE segment = ?", (segment,))
 
     def segments(self) -> list[dict]:
@@ -227,10 +227,24 @@ class Ledger:
         """One transaction flushed to disk at its commit (with it, every earlier one in the WAL)."""
         self._db.execute("PRAGMA synchronous=FULL")
         try:
-            with self._db:
+            with self._transaction():
                 yield
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """The statements inside as one transaction. The connection is in autocommit mode
+        (isolation_level=None), where `with connection:` begins none: each statement would commit
+        alone, and a reader could see a commit without its origin, or a seal half recorded."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:  # SQLite may have rolled back already (a full disk)
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -261,6 +275,7 @@ def scan_complete_messages(lines: Iterable[bytes], start: int) -> tuple[list[tup
     entries: list[tuple[str, int]] = []
     good_end = start
     current, expected, count = None, 0, 0
+    allow_large_cells()  # else a frame over 128 KiB would read as a torn tail, and be cut off
     try:
         for cells in csv.reader(decoded()):
             if len(cells) != len(COLUMNS):

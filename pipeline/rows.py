@@ -103,6 +103,18 @@ def encode_rows(message_id: str, payload: dict[str, Any]) -> tuple[bytes, int]:
     return "".join(parts).encode(), count
 
 
+#: Largest cell the readers of this service's own files accept. The csv module's default, 128 KiB,
+#: is less than one image_frame may be (MAX_FRAME_LENGTH, 1 MiB by default): a reader left at it
+#: takes a whole row for a torn one. The files are this service's, their cells bounded by its limits.
+MAX_CELL_CHARS = 2**31 - 1
+
+
+def allow_large_cells() -> None:
+    """Lift the csv module's cell limit (process-wide) before reading rows the sink wrote."""
+    if csv.field_size_limit() < MAX_CELL_CHARS:
+        csv.field_size_limit(MAX_CELL_CHARS)
+
+
 def decode_row(cells: list[str]) -> dict[str, Any]:
     """Turn one CSV record (as `csv.reader` returns it) back into typed values."""
     if len(cells) != len(COLUMNS):
@@ -122,6 +134,7 @@ def read_rows(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
 
     Open the file with `open(path, newline="", encoding="utf-8")`.
     """
+    allow_large_cells()
     reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:

@@ -155,6 +155,42 @@ def test_a_lost_ledger_is_rebuilt_from_the_csv(tmp_path):
     assert_exactly(path, {"m-1": 2})
 
 
+@pytest.fixture()
+def csv_default_cell_limit():
+    """The csv module as a fresh process has it (128 KiB a cell), whatever an earlier test set."""
+    import csv
+
+    before = csv.field_size_limit()
+    csv.field_size_limit(128 * 1024)
+    yield
+    csv.field_size_limit(before)
+
+
+def test_a_lost_ledger_is_rebuilt_even_past_rows_with_frames_larger_than_the_csv_modules_default(
+        tmp_path, csv_default_cell_limit):
+    path = tmp_path / "data.csv"
+    big = body(random.Random(8), preds=1)
+    big["data"]["preds"][0]["image_frame"] = "QUJD" * 50_000  # 200,000 characters
+    sink = CsvSink(path)
+    append(sink, "m-big", big)
+    append(sink, "m-after", body(random.Random(9), preds=2))
+    for suffix in (".ledger", ".ledger-wal", ".ledger-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    rebuilt = CsvSink(path)
+    assert append(rebuilt, "m-big", big) is False and append(rebuilt, "m-after", body(random.Random(9), preds=2)) is False
+    assert_exactly(path, {"m-big": 1, "m-after": 2})
+
+
+def test_a_commit_and_its_origins_are_one_transaction(tmp_path):
+    from pipeline.csv_sink import Ledger
+
+    ledger = Ledger(tmp_path / "data.csv.ledger")
+    statements: list[str] = []
+    ledger._db.set_trace_callback(statements.append)
+    ledger.record([("m-1", 100)], 1, 5.0, [("m-1", ("t", "c", "d"))])
+    assert [statement.split()[0] for statement in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+
+
 def test_a_csv_replaced_by_an_operator_resets_the_ledger(tmp_path):
     path = tmp_path / "data.csv"
     append(CsvSink(path), "m-1", body(random.Random(9), preds=2))
