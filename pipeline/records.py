@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.rows import HEADER_BYTES, decode_row
+from pipeline.rows import HEADER_BYTES, allow_large_cells, decode_row
 from pipeline.shard_files import ledger_path
 from pipeline.shards import LedgerReader, ShardError
 
@@ -58,8 +58,9 @@ class RecordsUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Position:
+    #: The start: before every entry (segments count from 1, and every message ends past the header).
     segment: int = 0
-    end: int = -1
+    end: int = 0
     skip: int = 0
 
     def __str__(self) -> str:
@@ -193,6 +194,7 @@ def _skip_segments_before(since: float | None, position: Position, ledger: Ledge
 
 
 def _rows(data: bytes, message_id: str, segment: int) -> list[dict[str, Any]]:
+    allow_large_cells()
     try:
         rows = [decode_row(cells) for cells in csv.reader(io.StringIO(data.decode("utf-8"), newline=""))]
     except (ValueError, csv.Error):  # UnicodeDecodeError and orjson's errors are ValueErrors

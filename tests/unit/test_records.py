@@ -171,3 +171,28 @@ def test_a_cursor_that_is_no_message_boundary_still_reads_whole_messages(tmp_pat
     shard(path, [("t", "c", "d")] * 3, every_seconds=0)
     rows, _, _ = walk(path, EVERYONE, "1.5.0")  # offset 5 is inside the header: the walk starts at the first message
     assert ids(rows) == ids(list(read_shard(path)))
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_pages_smaller_than_the_first_message_walk_on_with_the_cursors_they_give(tmp_path, limit):
+    path = tmp_path / "data.csv"
+    shard(path, [("t", "c", "d")] * 4, every_seconds=0)
+    rows, _, pages = walk(path, RecordQuery(tenant="t", limit=limit))
+    assert ids(rows) == ids(list(read_shard(path))) and pages >= 12 // limit
+
+
+def test_rows_with_frames_larger_than_the_csv_modules_default_are_read(tmp_path):
+    import csv
+
+    path = tmp_path / "data.csv"
+    sink = CsvSink(path)
+    payload = body(random.Random(1), preds=1)
+    payload["data"]["preds"][0]["image_frame"] = "QUJD" * 50_000
+    sink.append("m-big", *encode_rows("m-big", payload), ("t", "c", "d"))
+    before = csv.field_size_limit()
+    csv.field_size_limit(128 * 1024)
+    try:
+        (row,) = read_page(path, RecordQuery(tenant="t")).records
+    finally:
+        csv.field_size_limit(before)
+    assert len(row["image_frame"]) == 200_000
