@@ -6,5 +6,5 @@ cd "$(dirname "$0")"
 scripts/bootstrap.sh requirements-dev.txt
 scripts/ensure_rabbitmq.sh
 scripts/ensure_redis.sh
-scripts/ensure_chromium.sh  # the status page is tested in a real headless Chromium
+scripts/ensure_test_tools.sh  # Chromium and iproute2: the browser and namespace tests
 exec .venv/bin/python -m pytest "$@"

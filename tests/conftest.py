@@ -24,6 +24,16 @@ hypothesis_settings.register_profile("dev", max_examples=100, deadline=None)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The bare-Debian release check (tests/release, about half an hour) runs only when asked for: -m bare."""
+    if "bare" in (config.getoption("markexpr") or ""):
+        return
+    opt_in = pytest.mark.skip(reason="the bare-Debian release check is opt-in: ./test.sh -m bare -s")
+    for item in items:
+        if "bare" in item.keywords:
+            item.add_marker(opt_in)
+
+
 @pytest.fixture(autouse=True)
 def _log_lines_stay_with_their_test():
     """Write out the log lines a test queued (logs.BatchedStderr) while its output is still captured."""

@@ -91,7 +91,7 @@ def test_messages_per_second_reflects_recent_writes_then_decays(loaded_stack):
 @pytest.fixture(scope="module")
 def chromium_page():
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "Chromium not installed: run scripts/ensure_chromium.sh (./test.sh does)"
+    assert executable, "Chromium not installed: run scripts/ensure_test_tools.sh (./test.sh does)"
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

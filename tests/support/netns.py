@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import uuid
 
@@ -20,6 +21,8 @@ def available() -> str | None:
     """Why no namespace can be made here, or None."""
     if os.geteuid() != 0:
         return "network namespaces of the tests' own need root"
+    if shutil.which("ip") is None:
+        return "ip not found: install iproute2 (./test.sh does)"
     probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     return None if probe.returncode == 0 else f"ip netns does not work here: {probe.stderr.strip()}"
 
