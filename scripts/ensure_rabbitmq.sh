@@ -27,10 +27,16 @@ if ! command -v rabbitmq-server >/dev/null 2>&1; then
 fi
 echo "starting local RabbitMQ (rabbitmq-server -detached)..." >&2
 rabbitmq-server -detached >/dev/null 2>&1 || true
-if ! timeout 90 rabbitmqctl await_startup >/dev/null 2>&1; then
-  echo "RabbitMQ did not start within 90 s; see /var/log/rabbitmq/ and run 'rabbitmq-server' by hand" >&2
-  exit 1
-fi
+# await_startup waits for a node that is booting, but refuses at once while the node is not up
+# at all yet (as just after -detached): ask again until the deadline.
+deadline=$((SECONDS + 90))
+until timeout 10 rabbitmqctl await_startup >/dev/null 2>&1; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "RabbitMQ did not start within 90 s; see /var/log/rabbitmq/ and run 'rabbitmq-server' by hand" >&2
+    exit 1
+  fi
+  sleep 1
+done
 for _ in $(seq 1 50); do reachable && exit 0; sleep 0.2; done
 echo "RabbitMQ started but $host:$port does not answer; check its listeners" >&2
 exit 1

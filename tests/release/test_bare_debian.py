@@ -50,8 +50,14 @@ def test_the_run_command_on_a_bare_debian_installs_what_it_needs_and_a_posted_de
     checkout = machine.clone(ROOT)
     log = tmp_path / "run.log"
     started = time.monotonic()
-    machine.start(f"cd {checkout} && ./run.sh", log)
-    wait_for(lambda: machine.http("GET", "http://127.0.0.1:8000/ready")[0] == 200, timeout=1500, interval=2,
+    service = machine.start(f"cd {checkout} && ./run.sh", log)
+
+    def serving() -> bool:
+        if service.poll() is not None:
+            pytest.fail(f"./run.sh exited {service.returncode} before it served /ready:\n{tail(log)}")
+        return machine.http("GET", "http://127.0.0.1:8000/ready")[0] == 200
+
+    wait_for(serving, timeout=1500, interval=2,
              what=lambda: f"./run.sh to serve /ready; the end of its output:\n{tail(log)}")
     serving_after = time.monotonic() - started
 

@@ -125,3 +125,39 @@ def test_as_root_an_install_that_fails_says_so_in_one_line_after_saying_what_it_
     installing, failed = result.stderr.strip().splitlines()
     assert installing.startswith("installing Redis (apt-get install -y --no-install-recommends redis-server")
     assert failed.startswith("could not install Redis with 'apt-get install")
+
+
+def test_a_rabbitmq_the_script_starts_is_awaited_while_it_is_not_up_yet_not_given_up_on_at_the_first_refusal(
+        tmp_path):
+    """Just after `rabbitmq-server -detached`, `rabbitmqctl await_startup` exits 69 at once: the node is
+    not up to be waited for. Here it refuses twice, then the node listens."""
+    import socket
+    import threading
+
+    calls, up = tmp_path / "calls", tmp_path / "up"
+    env = _fake_bin(tmp_path, **{
+        "rabbitmq-server": "exit 0",
+        "rabbitmqctl": f"n=0; [ -f {calls} ] && read n < {calls}; n=$((n + 1)); echo $n > {calls}; "
+                       f"[ $n -ge 3 ] || exit 69; : > {up}",
+    })
+    port = _free_port()
+    env["RABBITMQ_URL"] = f"amqp://guest:guest@127.0.0.1:{port}/"
+    listener = socket.socket()
+
+    def listen_once_up() -> None:
+        deadline = time.monotonic() + 30
+        while not up.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+
+    thread = threading.Thread(target=listen_once_up, daemon=True)
+    thread.start()
+    try:
+        result = _run("ensure_rabbitmq.sh", env)
+    finally:
+        thread.join(timeout=30)
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "starting local RabbitMQ (rabbitmq-server -detached)..."
+    assert calls.read_text().strip() == "3"
