@@ -7,6 +7,8 @@ that in Redis when the message is rejected. Listing peeks at the dead-letter
 queue without consuming it; replaying publishes each chosen message back to its
 queue, with its original message id, and only then removes the dead copy: a
 crash in between leaves a duplicate message, which the sink writes once.
+Discarding removes named dead letters for good, for payloads that should never
+be written (a test message, a device's garbage).
 """
 
 from __future__ import annotations
@@ -152,49 +154,72 @@ class DeadLetterOffice:
 
     def replay(self, queue: str, message_ids: Optional[set[str]], limit: int) -> tuple[list[str], int]:
         """Move dead letters back to `queue`; return (replayed ids, dead letters left)."""
+        return self._take(queue, message_ids, limit, send_back=True)
+
+    def discard(self, queue: str, message_ids: set[str]) -> tuple[list[str], int]:
+        """Drop the chosen dead letters for good; return (discarded ids, dead letters left).
+
+        Only named ones: there is no "discard all", so a mistaken click cannot empty a queue
+        whose payloads exist nowhere else."""
+        return self._take(queue, message_ids, len(message_ids), send_back=False)
+
+    def _take(self, queue: str, message_ids: Optional[set[str]], limit: int, *, send_back: bool
+              ) -> tuple[list[str], int]:
+        """Walk the dead-letter queue once and ack the chosen messages (at most `limit`), after
+        publishing each back to `queue` first when `send_back`; the others stay unacked, so they
+        are back in place, in order, when the connection closes."""
         self.broker.declare_queue(queue, ensure=True)
-        replayed: list[str] = []
+        taken: list[str] = []
         connection = self._connect()
         try:
             channel = connection.channel()
             channel.confirm_delivery()
             count = self._count(channel, queue)
             for _ in range(count):
-                if len(replayed) >= limit:
+                if len(taken) >= limit:
                     break
                 method, _properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
                 if method is None:
                     break
                 message = _decode(body)
                 if message is None or (message_ids is not None and message.message_id not in message_ids):
-                    continue  # stays unacked: back in the queue when we close
-                options = {k: v for k, v in message.options.items() if k not in RETRY_STATE_OPTIONS}
-                fresh = message.copy(queue_name=q_name(message.queue_name), options=options)
-                try:
-                    channel.basic_publish(
-                        "",
-                        fresh.queue_name,
-                        fresh.encode(),
-                        pika.BasicProperties(delivery_mode=2, message_id=fresh.message_id),
-                        mandatory=True,
-                    )  # returns once confirmed
-                except pika.exceptions.NackError:
+                    continue
+                if send_back and not self._send_back(channel, message):
                     # The queue is at RabbitMQ's length bound: this one and the rest stay dead
-                    # letters (unacked, back in place on close), and `left` says how many.
+                    # letters, and `left` says how many.
                     logger.warning("replay to {} stopped after {}: the queue is at its length bound", queue,
-                                   len(replayed))
+                                   len(taken))
                     break
                 channel.basic_ack(method.delivery_tag)
-                replayed.append(fresh.message_id)
+                taken.append(message.message_id)
         finally:
             connection.close()
-        if replayed:
+        if taken:
             try:
-                redis_client(self.redis_url, retry=False).delete(*[_reason_key(mid) for mid in replayed])
+                redis_client(self.redis_url, retry=False).delete(*[_reason_key(mid) for mid in taken])
             except redis.RedisError:
                 pass
+            logger.info("{} {} dead letter(s) of {}: {}", "replayed" if send_back else "discarded", len(taken),
+                        queue, ", ".join(taken[:20]) + (" ..." if len(taken) > 20 else ""))
         # Not a fresh count: this channel still holds the skipped ones, which a count would miss.
-        return replayed, count - len(replayed)
+        return taken, count - len(taken)
+
+    @staticmethod
+    def _send_back(channel, message: Message) -> bool:
+        """Publish a fresh copy (same id, retries from zero) to its queue; False if RabbitMQ refused it."""
+        options = {k: v for k, v in message.options.items() if k not in RETRY_STATE_OPTIONS}
+        fresh = message.copy(queue_name=q_name(message.queue_name), options=options)
+        try:
+            channel.basic_publish(
+                "",
+                fresh.queue_name,
+                fresh.encode(),
+                pika.BasicProperties(delivery_mode=2, message_id=fresh.message_id),
+                mandatory=True,
+            )  # returns once confirmed
+        except pika.exceptions.NackError:
+            return False
+        return True
 
 
 def _decode(body: bytes) -> Optional[Message]:

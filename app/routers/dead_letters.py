@@ -1,4 +1,4 @@
-"""Dead letters: list them with the reason, replay them after a fix."""
+"""Dead letters: list them with the reason, replay them after a fix, or discard the ones never to be written."""
 
 from __future__ import annotations
 
@@ -101,6 +101,28 @@ class ReplayResult(BaseModel):
     remaining: int = Field(description="Dead letters left in the queue.")
 
 
+class DiscardRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"queue": "ingest", "message_ids": [EXAMPLE_ID]}]},
+    )
+
+    queue: QueueName = "ingest"
+    message_ids: list[str] = Field(
+        min_length=1, max_length=10_000,
+        description="The dead letters to drop for good. Required: there is no \"discard all\".")
+
+
+class DiscardResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"queue": "ingest", "discarded": [EXAMPLE_ID], "remaining": 0}]}
+    )
+
+    queue: str
+    discarded: list[str] = Field(description="Message ids dropped; ids asked for that were not there are absent.")
+    remaining: int = Field(description="Dead letters left in the queue.")
+
+
 def get_office() -> DeadLetterOffice:
     settings = get_settings()
     return DeadLetterOffice(broker, settings.redis_url, settings.publish_timeout_seconds)
@@ -155,3 +177,26 @@ async def replay_dead_letters(request: ReplayRequest, office: DeadLetterOffice =
     except (AMQPError, BrokerError, OSError) as error:
         raise broker_unavailable(repr(error)) from None
     return ReplayResult(queue=request.queue, replayed=replayed, remaining=remaining)
+
+
+@router.post(
+    "/discard",
+    response_model=DiscardResult,
+    summary="Drop chosen dead letters for good (they are never written)",
+    description="Only the named messages; their payloads exist nowhere else afterwards. Replay is "
+    "the way to keep one.",
+    dependencies=[Depends(require_json)],
+    responses={
+        **validation_response("message_ids", "List should have at least 1 item after validation, not 0",
+                              "too_short"),
+        **JSON_BODY_RESPONSES,
+        **UNAVAILABLE_RESPONSE,
+    },
+)
+async def discard_dead_letters(request: DiscardRequest, office: DeadLetterOffice = Depends(get_office)
+                               ) -> DiscardResult:
+    try:
+        discarded, remaining = await run_in_threadpool(office.discard, request.queue, set(request.message_ids))
+    except (AMQPError, BrokerError, OSError) as error:
+        raise broker_unavailable(repr(error)) from None
+    return DiscardResult(queue=request.queue, discarded=discarded, remaining=remaining)

@@ -102,9 +102,11 @@ def test_a_replay_into_a_queue_at_its_length_bound_stops_and_leaves_the_rest_dea
             broker.enqueue(message(index))
         connection = pika.BlockingConnection(pika.URLParameters(vhost_url(vhost)))
         try:
+            channel = connection.channel()
+            channel.confirm_delivery()  # in the queue before the replay counts it on its own connection
             for index in (100, 101):
                 dead = message(index).copy(queue_name="q.XQ")
-                connection.channel().basic_publish("", "q.XQ", dead.encode(), pika.BasicProperties(delivery_mode=2))
+                channel.basic_publish("", "q.XQ", dead.encode(), pika.BasicProperties(delivery_mode=2))
         finally:
             connection.close()
         replayed, left = DeadLetterOffice(broker, REDIS_URL, 5).replay("q", None, 100)

@@ -352,6 +352,7 @@ INVALID_REQUESTS = [
     ("post", "/tasks", "/tasks", {"json": {"seconds": -1}}),
     ("get", "/dead-letters", "/dead-letters", {"params": {"limit": 0}}),
     ("post", "/dead-letters/replay", "/dead-letters/replay", {"json": {"queue": "orders"}}),
+    ("post", "/dead-letters/discard", "/dead-letters/discard", {"json": {"queue": "ingest", "message_ids": []}}),
     ("get", "/api/{message_id}", "/api/not!an-id", {}),
     ("get", "/tasks/{message_id}", "/tasks/not!an-id", {}),
 ]
