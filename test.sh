@@ -6,5 +6,5 @@ cd "$(dirname "$0")"
 scripts/bootstrap.sh requirements-dev.txt
 scripts/ensure_rabbitmq.sh
 scripts/ensure_redis.sh
-scripts/ensure_test_tools.sh  # Chromium and iproute2: the browser and namespace tests
+scripts/ensure_test_tools.sh  # Chromium, iproute2, procps: the browser, namespace and cluster tests
 exec .venv/bin/python -m pytest "$@"

@@ -126,11 +126,14 @@ class Machine:
         """Run `script` with bash, as root, in the machine: a login's environment and nothing of ours."""
         root = str(self.root)
         enter = (
-            'set -e; hostname "$2"; mount -t sysfs sysfs "$0/sys"; mount --rbind /dev "$0/dev"; '
+            # The root a mount of its own, as on a real machine: `ip netns exec` remounts it.
+            'set -e; hostname "$2"; mount --bind "$0" "$0"; mount -t proc proc "$0/proc"; '
+            'mount -t sysfs sysfs "$0/sys"; '
+            'mount --rbind /dev "$0/dev"; '
             'mount -t tmpfs -o mode=1777 tmpfs "$0/dev/shm"; mount -t tmpfs tmpfs "$0/run"; '
             'exec chroot "$0" /usr/bin/env -i HOME=/root PATH="$3" LANG=C.UTF-8 TERM=dumb /bin/bash -c "$1"')
         return ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child",
-                f"--mount-proc={root}/proc", "bash", "-c", enter, root, script, HOSTNAME, PATH]
+                "bash", "-c", enter, root, script, HOSTNAME, PATH]
 
     def run(self, script: str, log: Path, timeout: float) -> int:
         """Run `script` to its end (killed after `timeout` s); its exit status. Its output goes to `log`."""
