@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         7 * 24 * 3600, ge=1, description="How long an Idempotency-Key is remembered."
     )
 
+    # The console's charts (app/history.py): one sample of /status a period, in Redis.
+    history_seconds: int = Field(900, ge=60, le=86400, description="How far back the console's charts go.")
+    history_sample_seconds: float = Field(
+        5.0, ge=0, le=300, description="Seconds between the samples behind the charts; 0: no sampling.")
+
     # Sink.
     csv_path: Path = Field(Path("data/data.csv"), description="CSV file the workers append rows to (the live file of this host's shard).")
     csv_rotate_bytes: int = Field(

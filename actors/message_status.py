@@ -31,15 +31,21 @@ from dramatiq.middleware import CurrentMessage, Middleware
 from loguru import logger
 
 from actors.deliveries import WorkerDied
-from actors.stats import redis_client
+from actors.stats import redis_client, totals_key
 
 FLUSH_INTERVAL_SECONDS = 0.02
 #: One script call writes a whole flush: a pipeline of HSETNX/HSET/EXPIRE cost redis-py ~50 us of
-#: packing per command, four commands a message. ARGV: ttl, then per message: key, the number of
-#: set-if-absent pairs, those pairs, the number of pairs to set, those pairs.
+#: packing per command, four commands a message. KEYS: the shared totals (actors.stats). ARGV: ttl,
+#: how many messages were newly accepted (their `queued` records: counted in the totals as
+#: `accepted`, for the console's charts), then per message: key, the number of set-if-absent
+#: pairs, those pairs, the number of pairs to set, those pairs.
 _WRITE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
-local i = 2
+local accepted = tonumber(ARGV[2])
+if accepted > 0 then
+  redis.call('HINCRBY', KEYS[1], 'accepted', accepted)
+end
+local i = 3
 while i <= #ARGV do
   local key = ARGV[i]
   local absent = tonumber(ARGV[i + 1])
@@ -169,7 +175,9 @@ class StatusWriter:
         if self._client is None:
             self._client = redis_client(self.redis_url, timeout=1)
             self._script = self._client.register_script(_WRITE_SCRIPT)
-        self._script(args=[self.ttl_seconds, *write_arguments(self.namespace, batch)])
+        accepted = sum(1 for _, fields, only_if_new in batch if only_if_new and fields.get("state") == QUEUED)
+        self._script(keys=[totals_key(self.namespace)],
+                     args=[self.ttl_seconds, accepted, *write_arguments(self.namespace, batch)])
 
     def _warn(self, text: str) -> None:
         if time.monotonic() - self._warned_at > 60:

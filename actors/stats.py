@@ -11,6 +11,7 @@ Redis, and a Redis outage only delays them.
 
 from __future__ import annotations
 
+import bisect
 import os
 import socket
 import threading
@@ -28,8 +29,13 @@ from redis.retry import Retry
 from actors.cluster import vhost_of
 from pipeline.csv_sink import CommitReport, SinkFault
 
-#: Totals (a Redis hash) and the per-second buckets behind messages/s.
-TOTALS = ("rows_written", "messages_written", "duplicates", "retries", "dead_lettered")
+#: Totals (a Redis hash) and the per-second buckets behind messages/s. `accepted` is counted by
+#: the API's status writer (actors.message_status), with the `queued` records it writes anyway.
+TOTALS = ("accepted", "rows_written", "messages_written", "duplicates", "retries", "dead_lettered")
+#: Upper bounds (ms) of the buckets of ingest-to-row latency: from the message's timestamp (taken
+#: by the API just before publishing) to its rows being on disk. A cumulative histogram in Redis,
+#: so any two readings give the latencies between them (app/history.py).
+LATENCY_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000)
 #: messages/s is averaged over this many whole seconds...
 RATE_WINDOW_SECONDS = 5
 #: ...ending this many seconds ago, so that every flush of those seconds has landed.
@@ -46,6 +52,19 @@ def namespace_for(rabbitmq_url: str) -> str:
     Of the first node when RABBITMQ_URL lists several (actors.cluster: they all name the same one)."""
     vhost = vhost_of(rabbitmq_url.split(";")[0].strip())
     return f"ingest-stats:{vhost}"
+
+
+def totals_key(namespace: str) -> str:
+    return f"{namespace}:totals"
+
+
+def latency_key(namespace: str) -> str:
+    return f"{namespace}:latency"
+
+
+def latency_bucket(milliseconds: float) -> int:
+    """The index of the first bucket whose bound holds `milliseconds` (len(bounds): beyond the last)."""
+    return bisect.bisect_left(LATENCY_BOUNDS_MS, milliseconds)
 
 
 def redis_client(url: str, timeout: float = 0.5, *, retry: bool = True) -> redis.Redis:
@@ -66,6 +85,7 @@ class SharedStats(Middleware):
         self.namespace = namespace
         self._pending: Counter[str] = Counter()  # totals
         self._per_second: Counter[int] = Counter()  # messages written, by epoch second
+        self._latency: Counter[int] = Counter()  # messages written, by latency bucket
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -97,6 +117,10 @@ class SharedStats(Middleware):
         # Listed before Retries, so this runs after it: a failure it did not give up on is a retry.
         if exception is not None and not message.failed:
             self._add(retries=1)
+        elif isinstance(result, dict) and result.get("rows_written"):  # an ingest message's rows are on disk
+            bucket = latency_bucket(time.time() * 1000 - message.message_timestamp)
+            with self._lock:
+                self._latency[bucket] += 1
 
     def after_nack(self, broker, message) -> None:
         self._add(dead_lettered=1)
@@ -126,8 +150,9 @@ class SharedStats(Middleware):
         with self._lock:
             pending, self._pending = self._pending, Counter()
             per_second, self._per_second = self._per_second, Counter()
+            latency, self._latency = self._latency, Counter()
             fault, cleared = self._fault, self._fault_cleared
-        if not pending and not per_second and fault is None and not cleared:
+        if not pending and not per_second and not latency and fault is None and not cleared:
             return
         try:
             self._client = self._client or redis_client(self.redis_url)
@@ -139,7 +164,9 @@ class SharedStats(Middleware):
             elif cleared:
                 pipe.hdel(f"{self.namespace}:sink_faults", self.worker_name)
             for name, count in pending.items():
-                pipe.hincrby(f"{self.namespace}:totals", name, count)
+                pipe.hincrby(totals_key(self.namespace), name, count)
+            for bucket, count in latency.items():
+                pipe.hincrby(latency_key(self.namespace), str(bucket), count)
             for second, count in per_second.items():
                 pipe.incrby(f"{self.namespace}:messages:{second}", count)
                 pipe.expire(f"{self.namespace}:messages:{second}", BUCKET_TTL_SECONDS)
@@ -152,6 +179,7 @@ class SharedStats(Middleware):
             with self._lock:  # kept for the next flush
                 self._pending.update(pending)
                 self._per_second.update(per_second)
+                self._latency.update(latency)
             if time.monotonic() - self._warned_at > 60:
                 self._warned_at = time.monotonic()
                 logger.warning("status counters not flushed to Redis (kept for later): {!r}", error)
@@ -163,7 +191,7 @@ def read_stats(client: redis.Redis, namespace: str, now: float | None = None) ->
     newest = int(now if now is not None else time.time()) - RATE_LAG_SECONDS
     seconds = range(newest - RATE_WINDOW_SECONDS + 1, newest + 1)
     pipe = client.pipeline(transaction=False)
-    pipe.hmget(f"{namespace}:totals", list(TOTALS))
+    pipe.hmget(totals_key(namespace), list(TOTALS))
     pipe.mget([f"{namespace}:messages:{second}" for second in seconds])
     pipe.hvals(f"{namespace}:sink_faults")
     totals, buckets, faults = pipe.execute()
@@ -174,3 +202,13 @@ def read_stats(client: redis.Redis, namespace: str, now: float | None = None) ->
     stats["sink_faults"] = sorted(({key: fault[key] for key in ("worker", "reason", "since", "waiting")}
                                    for fault in fresh), key=lambda fault: fault["worker"])
     return stats
+
+
+def read_latency(client: redis.Redis, namespace: str) -> list[int]:
+    """The cumulative ingest-to-row histogram: messages written per bucket of LATENCY_BOUNDS_MS, and
+    a last one for those beyond it."""
+    raw = client.hgetall(latency_key(namespace))
+    counts = [0] * (len(LATENCY_BOUNDS_MS) + 1)
+    for bucket, count in raw.items():
+        counts[min(int(bucket), len(LATENCY_BOUNDS_MS))] += int(count)
+    return counts

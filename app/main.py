@@ -23,12 +23,19 @@ from logs import configure_logging
 
 @asynccontextmanager
 async def _connect_publisher(app: FastAPI):
-    """Connect to RabbitMQ at start-up, so the first request need not, and /ready is honest."""
+    """Connect to RabbitMQ at start-up, so the first request need not, and /ready is honest; sample
+    the console's history (app/history.py) while serving."""
     from actors import broker
 
-    _warn_if_open(get_settings())
+    from app.routers.status import get_history
+
+    settings = get_settings()
+    _warn_if_open(settings)
     broker.publisher  # noqa: B018  (starts the publisher thread)
+    if settings.history_sample_seconds:
+        get_history().start()
     yield
+    get_history().stop()
     broker.publisher.close()
 
 

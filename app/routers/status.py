@@ -1,4 +1,4 @@
-"""GET /status (numbers) and GET / (the live status page that shows them)."""
+"""GET /status (numbers), GET /status/history (their last minutes) and GET / (the console that shows them)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,33 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+import redis
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from actors import INGEST_QUEUE, PREDICTIONS_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, broker
 from actors.stats import namespace_for
 from app.auth import requires
+from app.errors import UNAVAILABLE_RESPONSE
+from app.history import History
 from app.json_route import OrjsonRoute
 from app.status import StatusReader, cluster_probe
 from config import get_settings
 
 router = APIRouter(tags=["status"], route_class=OrjsonRoute)
 
-PAGE = Path(__file__).resolve().parent.parent / "static" / "status.html"
+STATIC = Path(__file__).resolve().parent.parent / "static"
+#: The console holds an admin key: nothing but its own script may run in it, nothing may frame it,
+#: and it talks to this API only.
+CONSOLE_POLICY = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+                               "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class QueueStatus(BaseModel):
@@ -48,6 +60,8 @@ class Status(BaseModel):
     queues: dict[str, QueueStatus] = Field(description="Empty when RabbitMQ is unreachable.")
     workers: Optional[int] = Field(description="Worker processes consuming the ingest queue, on every host.")
     dead_letters: Optional[int] = Field(description="Dead letters in all queues.")
+    accepted: Optional[int] = Field(None, description="Messages the API has had confirmed by RabbitMQ (its 2xx), "
+                                    "every API process (Redis counter).")
     rows_written: Optional[int] = Field(description="CSV rows written and fsynced, all workers (Redis counter).")
     messages_written: Optional[int] = Field(description="Messages whose rows were written.")
     duplicates: Optional[int] = Field(description="Redelivered messages recognised and not written again.")
@@ -75,6 +89,7 @@ class Status(BaseModel):
                     },
                     "workers": 2,
                     "dead_letters": 1,
+                    "accepted": 10016,
                     "rows_written": 55012,
                     "messages_written": 10003,
                     "duplicates": 3,
@@ -99,6 +114,63 @@ def get_reader() -> StatusReader:
     )
 
 
+@lru_cache
+def get_history() -> History:
+    settings = get_settings()
+    return History(get_reader().read, settings.redis_url, namespace_for(settings.rabbitmq_url),
+                   period=settings.history_sample_seconds or 5.0, keep_seconds=settings.history_seconds)
+
+
+class HistoryPoint(BaseModel):
+    t: float = Field(description="When the interval ended, epoch seconds.")
+    accepted_per_second: Optional[float] = Field(description="Messages the API had confirmed, per second.")
+    rows_per_second: Optional[float] = Field(description="CSV rows written, per second.")
+    messages_per_second: Optional[float] = Field(description="Messages written, per second.")
+    retries_per_second: Optional[float] = Field(description="Failed attempts retried, per second.")
+    dead_lettered: Optional[int] = Field(description="Messages dead-lettered so far (a total).")
+    dead_letters: Optional[int] = Field(description="Dead letters waiting in all queues then.")
+    queue_depth: Optional[int] = Field(description="Ready messages in `ingest` then.")
+    latency_p50_ms: Optional[float] = Field(
+        description="Median ingest-to-row time of the messages written in the interval (from the message's "
+        "timestamp to its rows on disk); null when none was.")
+    latency_p99_ms: Optional[float] = Field(description="Their 99th percentile.")
+
+
+class HistoryOut(BaseModel):
+    model_config = {"json_schema_extra": {"examples": [{
+        "period_seconds": 5.0, "seconds": 900,
+        "points": [{"t": 1764763205.0, "accepted_per_second": 702.4, "rows_per_second": 3861.0,
+                    "messages_per_second": 698.2, "retries_per_second": 0.0, "dead_lettered": 1, "dead_letters": 1,
+                    "queue_depth": 12, "latency_p50_ms": 31.5, "latency_p99_ms": 212.0}],
+    }]}}
+
+    period_seconds: float = Field(description="Seconds between samples (HISTORY_SAMPLE_SECONDS).")
+    seconds: int = Field(description="How far back it goes (HISTORY_SECONDS).")
+    points: list[HistoryPoint] = Field(description="Oldest first; a gap where no sample was taken (Redis down).")
+
+
+@router.get(
+    "/status/history",
+    response_model=HistoryOut,
+    summary="The last minutes of /status as rates, levels and latencies (the console's charts)",
+    description="One point per interval between samples, for every API process and host alike (the samples "
+    "are in Redis). 503 with `Retry-After` while Redis is unavailable.",
+    dependencies=[requires("admin")],
+    responses={503: {**UNAVAILABLE_RESPONSE[503], "description": "Redis is unreachable; retry after `Retry-After` "
+                     "seconds.", "content": {"application/json": {"example": {
+                         "detail": "history unavailable (Redis: ConnectionError('Connection refused')); retry later"}}}}},
+)
+async def status_history() -> HistoryOut:
+    history = get_history()
+    try:
+        points = await run_in_threadpool(history.read)
+    except (redis.RedisError, OSError) as error:
+        raise HTTPException(503, f"history unavailable (Redis: {error!r}); retry later",
+                            headers={"Retry-After": "1"}) from None
+    settings = get_settings()
+    return HistoryOut(period_seconds=history.period, seconds=settings.history_seconds, points=points)
+
+
 @router.get(
     "/status",
     response_model=Status,
@@ -114,9 +186,15 @@ async def status() -> dict:
 @router.get(
     "/",
     response_class=HTMLResponse,
-    summary="Live status page (HTML, no external assets)",
-    description="A page for people: it polls `GET /status` and shows the figures; scripts should read `/status`.",
+    summary="The operator console (HTML, no external assets)",
+    description="For people: live charts, queues, dead letters (replay, discard), message lookup and models, "
+    "each from the API with the visitor's key; scripts should call the API.",
     response_description="The page, `text/html`.",
 )
-async def status_page() -> HTMLResponse:
-    return HTMLResponse(PAGE.read_text())
+async def console_page() -> HTMLResponse:
+    return HTMLResponse((STATIC / "console.html").read_text(), headers=CONSOLE_POLICY)
+
+
+@router.get("/console.js", include_in_schema=False)
+async def console_script() -> Response:
+    return Response((STATIC / "console.js").read_text(), media_type="text/javascript", headers=CONSOLE_POLICY)

@@ -1,12 +1,13 @@
-"""GET /status counts what happened; the page at / shows the same numbers in a real headless Chromium."""
+"""GET /status counts what happened; the console's overview at / shows the same numbers in a real headless Chromium."""
 
 from __future__ import annotations
 
 import random
-import shutil
 
 import pytest
 
+from tests.support import browser
+from tests.support.browser import log_in
 from tests.support.load import post_all
 from tests.support.payloads import random_payload
 from tests.support.stack import isolated_stack
@@ -90,25 +91,8 @@ def test_messages_per_second_reflects_recent_writes_then_decays(loaded_stack):
 
 @pytest.fixture(scope="module")
 def chromium_page():
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "Chromium not installed: run scripts/ensure_test_tools.sh (./test.sh does)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
-
-
-def log_in(page, key: str) -> None:
-    """What a person does: the page asks for a key; type it in and submit."""
-    page.wait_for_selector("#login:not([hidden])", timeout=10_000)
-    page.fill("#api-key", key)
-    page.click("#login button")
+    with browser.chromium_page() as page:
+        yield page
 
 
 @pytest.mark.browser
@@ -116,10 +100,10 @@ def test_the_page_asks_for_a_key_and_shows_nothing_to_a_key_without_admin(loaded
     page = chromium_page
     page.goto(loaded_stack.base_url + "/", wait_until="load")
     page.wait_for_selector("#login:not([hidden])", timeout=10_000)
-    assert "admin scope" in page.inner_text("#login-reason")
+    assert "needs an API key" in page.inner_text("#login-reason")
     log_in(page, loaded_stack.add_key("page-reader", "read"))
-    wait_for(lambda: "lacks the scope 'admin'" in page.inner_text("#login-reason"), timeout=10,
-             what="the page to say the key lacks the admin scope")
+    wait_for(lambda: "lacks the scope 'admin'" in page.inner_text("#view-overview .refused"), timeout=10,
+             what="the overview to say the key lacks the admin scope")
     assert page.get_attribute("#rows-written", "data-value") in (None, ""), "no numbers for a non-admin key"
     assert page.evaluate("sessionStorage.getItem('ingest-api-key')") is not None, "kept in this tab only"
     page.click("#forget")
@@ -133,7 +117,7 @@ def test_the_page_shows_the_numbers_of_the_api_and_keeps_them_live(loaded_stack,
     page.on("request", lambda request: external.append(request.url) if not request.url.startswith(
         loaded_stack.base_url) else None)
     page.goto(loaded_stack.base_url + "/", wait_until="load")
-    assert page.title() == "Detections ingest: status"
+    assert page.title() == "Detections ingest: console"
     log_in(page, loaded_stack.admin_key)
 
     def number(value) -> float | None:
