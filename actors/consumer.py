@@ -24,10 +24,19 @@ from dramatiq.errors import ConnectionClosed
 
 class BatchedAckConsumer(_RabbitmqConsumer):
     def __init__(self, *args, **kwargs):
+        #: The enqueue time (ms) of the newest message this consumer took: in a FIFO queue, what is
+        #: still ready was enqueued after it (actors.stats reports it for "oldest ready").
+        self.newest_taken: int | None = None
         self._acks: list[int] = []
         self._acks_lock = threading.Lock()
         self._acks_scheduled = False
         super().__init__(*args, **kwargs)
+
+    def __next__(self):
+        message = super().__next__()
+        if message is not None:
+            self.newest_taken = message.message_timestamp
+        return message
 
     def ack(self, message) -> None:
         try:

@@ -42,8 +42,10 @@ RATE_WINDOW_SECONDS = 5
 RATE_LAG_SECONDS = 2
 FLUSH_INTERVAL_SECONDS = 0.5
 BUCKET_TTL_SECONDS = 120
-#: A worker's sink fault is shown while it was confirmed this recently (a dead worker's fades out).
+#: A worker's sink fault and holdings are shown while confirmed this recently (a dead worker's fade out).
 FAULT_FRESH_SECONDS = 10
+#: How often a worker process reports what its consumers hold (holdings_of).
+HOLDINGS_INTERVAL_SECONDS = 1.0
 
 
 def namespace_for(rabbitmq_url: str) -> str:
@@ -89,6 +91,8 @@ class SharedStats(Middleware):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._worker = None  # whose consumers' holdings are reported (holdings())
+        self._holdings_at = 0.0
         self._warned_at = 0.0
         self._client: redis.Redis | None = None
         #: This process's sink fault, and whether Redis still has to hear that it ended.
@@ -128,6 +132,7 @@ class SharedStats(Middleware):
     # Flushing ------------------------------------------------------------------------------
 
     def after_worker_boot(self, broker, worker) -> None:
+        self._worker = worker
         self._stop.clear()
         self._flusher = threading.Thread(target=self._flush_forever, name="stats-flusher", daemon=True)
         self._flusher.start()
@@ -136,7 +141,13 @@ class SharedStats(Middleware):
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join(timeout=2)
+        self._worker = None
         self.flush()
+        try:  # it holds nothing now
+            self._client = self._client or redis_client(self.redis_url)
+            self._client.hdel(f"{self.namespace}:holdings", self.worker_name)
+        except redis.RedisError:
+            pass  # its report fades out after FAULT_FRESH_SECONDS
 
     def _add(self, **counts: int) -> None:
         with self._lock:
@@ -152,7 +163,11 @@ class SharedStats(Middleware):
             per_second, self._per_second = self._per_second, Counter()
             latency, self._latency = self._latency, Counter()
             fault, cleared = self._fault, self._fault_cleared
-        if not pending and not per_second and not latency and fault is None and not cleared:
+        holdings = None
+        if self._worker is not None and time.monotonic() - self._holdings_at >= HOLDINGS_INTERVAL_SECONDS:
+            self._holdings_at = time.monotonic()
+            holdings = holdings_of(self._worker)
+        if not pending and not per_second and not latency and fault is None and not cleared and holdings is None:
             return
         try:
             self._client = self._client or redis_client(self.redis_url)
@@ -163,6 +178,9 @@ class SharedStats(Middleware):
                      "waiting": fault.waiting, "seen": time.time()}))
             elif cleared:
                 pipe.hdel(f"{self.namespace}:sink_faults", self.worker_name)
+            if holdings is not None:
+                pipe.hset(f"{self.namespace}:holdings", self.worker_name,
+                          orjson.dumps({"seen": time.time(), "queues": holdings}))
             for name, count in pending.items():
                 pipe.hincrby(totals_key(self.namespace), name, count)
             for bucket, count in latency.items():
@@ -183,6 +201,42 @@ class SharedStats(Middleware):
             if time.monotonic() - self._warned_at > 60:
                 self._warned_at = time.monotonic()
                 logger.warning("status counters not flushed to Redis (kept for later): {!r}", error)
+
+
+def holdings_of(worker) -> dict[str, dict[str, Any]]:
+    """Per queue this worker process consumes: the messages its consumers took and have not acked
+    (`unacked`: running, prefetched, or for a delay queue waiting out their backoff here), and the
+    enqueue time of the newest one taken (`newest_taken`, ms). RabbitMQ's passive declare gives
+    neither; only the management plugin would, and it is not there by default."""
+    held: dict[str, dict[str, Any]] = {}
+    for queue, thread in list(worker.consumers.items()):
+        consumer = getattr(thread, "consumer", None)
+        if consumer is None:  # reconnecting: holds nothing
+            continue
+        held[queue] = {"unacked": len(getattr(consumer, "known_tags", ())),
+                       "newest_taken": getattr(consumer, "newest_taken", None)}
+    return held
+
+
+def read_holdings(client: redis.Redis, namespace: str, now: float | None = None) -> dict[str, dict[str, Any]]:
+    """Every live worker's holdings summed per queue: `unacked` added up, `newest_taken` the newest."""
+    now = time.time() if now is None else now
+    summed: dict[str, dict[str, Any]] = {}
+    gone = []
+    for worker, raw in client.hgetall(f"{namespace}:holdings").items():
+        report = orjson.loads(raw)
+        if now - report["seen"] >= FAULT_FRESH_SECONDS:
+            if now - report["seen"] > 60:
+                gone.append(worker)  # a worker killed without its goodbye: its line goes
+            continue
+        for queue, held in report["queues"].items():
+            total = summed.setdefault(queue, {"unacked": 0, "newest_taken": None})
+            total["unacked"] += held["unacked"]
+            if held["newest_taken"] is not None:
+                total["newest_taken"] = max(total["newest_taken"] or 0, held["newest_taken"])
+    if gone:
+        client.hdel(f"{namespace}:holdings", *gone)
+    return summed
 
 
 def read_stats(client: redis.Redis, namespace: str, now: float | None = None) -> dict[str, Any]:

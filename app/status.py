@@ -22,7 +22,7 @@ from loguru import logger
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from actors.cluster import NodeProbe, node_urls
-from actors.stats import TOTALS, read_stats, redis_client
+from actors.stats import TOTALS, read_holdings, read_stats, redis_client
 from config import get_settings
 
 CACHE_SECONDS = 1.0
@@ -87,6 +87,9 @@ class StatusReader:
                 return self._cached[1]
             queues, rabbitmq = self._queues()
             totals, redis_state = self._totals()
+            holdings = totals.pop("holdings", None)
+            for name, queue in queues.items():
+                _add_holdings(name, queue, holdings)
             status = {
                 "queues": queues,
                 "workers": queues[self.queues[0]]["consumers"] if queues else None,
@@ -122,7 +125,30 @@ class StatusReader:
     def _totals(self) -> tuple[dict[str, Any], str]:
         try:
             self._redis = self._redis or redis_client(self.redis_url)
-            return read_stats(self._redis, self.namespace), "ok"
+            return {**read_stats(self._redis, self.namespace),
+                    "holdings": read_holdings(self._redis, self.namespace)}, "ok"
         except redis.RedisError as error:
             logger.warning("status: Redis unavailable: {!r}", error)
             return {name: None for name in (*TOTALS, "messages_per_second", "sink_faults")}, f"unavailable: {error!r}"
+
+
+def _add_holdings(name: str, queue: dict[str, Any], holdings: dict[str, dict[str, Any]] | None,
+                  now: float | None = None) -> None:
+    """What RabbitMQ's passive declare cannot tell, from what the workers report they hold
+    (actors.stats.holdings_of): `unacked`; `delayed` gains the retries the workers hold for their
+    backoff (Dramatiq takes them off `<queue>.DQ` at once and keeps them until due); and how old
+    the oldest ready message is at most: in a FIFO queue it was enqueued after the newest one a
+    worker took. None where the workers' reports are missing (Redis down, or no worker yet)."""
+    if holdings is None:
+        queue.update(unacked=None, oldest_ready_seconds=None)
+        return
+    held = holdings.get(name, {"unacked": 0, "newest_taken": None})
+    queue["unacked"] = held["unacked"]
+    queue["delayed"] += holdings.get(dq_name(name), {"unacked": 0})["unacked"]
+    if queue["ready"] == 0:
+        queue["oldest_ready_seconds"] = 0.0
+    elif held["newest_taken"] is None:
+        queue["oldest_ready_seconds"] = None
+    else:
+        age = (time.time() if now is None else now) - held["newest_taken"] / 1000
+        queue["oldest_ready_seconds"] = round(max(age, 0.0), 1)

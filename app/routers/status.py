@@ -38,8 +38,15 @@ CONSOLE_POLICY = {
 class QueueStatus(BaseModel):
     ready: int = Field(description="Messages waiting for a worker.")
     consumers: int = Field(description="Worker processes consuming the queue (one consumer each).")
-    delayed: int = Field(description="Messages waiting out a retry backoff (`<queue>.DQ`).")
+    unacked: Optional[int] = Field(None, description="Messages workers have taken and not yet acknowledged "
+                                   "(running or prefetched), as the workers report (Redis); null without it.")
+    delayed: int = Field(description="Messages waiting out a retry backoff: in `<queue>.DQ`, and those the workers "
+                         "hold until they are due.")
     dead_letters: int = Field(description="Messages given up on (`<queue>.XQ`); see GET /dead-letters.")
+    oldest_ready_seconds: Optional[float] = Field(
+        None, description="The oldest ready message is at most this old: the enqueue time of the newest message a "
+        "worker took (in a FIFO queue the ready ones came after it); exact while messages flow. 0 when none is "
+        "ready; null when no worker has taken any yet, or without Redis.")
 
 
 class SinkFaultOut(BaseModel):
@@ -82,10 +89,14 @@ class Status(BaseModel):
             "examples": [
                 {
                     "queues": {
-                        "ingest": {"ready": 12, "consumers": 2, "delayed": 0, "dead_letters": 1},
-                        "tasks": {"ready": 0, "consumers": 2, "delayed": 0, "dead_letters": 0},
-                        "training": {"ready": 3, "consumers": 1, "delayed": 0, "dead_letters": 0},
-                        "predictions": {"ready": 0, "consumers": 1, "delayed": 0, "dead_letters": 0},
+                        "ingest": {"ready": 12, "unacked": 16, "consumers": 2, "delayed": 0, "dead_letters": 1,
+                                   "oldest_ready_seconds": 0.4},
+                        "tasks": {"ready": 0, "unacked": 1, "consumers": 2, "delayed": 0, "dead_letters": 0,
+                                  "oldest_ready_seconds": 0.0},
+                        "training": {"ready": 3, "unacked": 1, "consumers": 1, "delayed": 0, "dead_letters": 0,
+                                     "oldest_ready_seconds": 41.2},
+                        "predictions": {"ready": 0, "unacked": 0, "consumers": 1, "delayed": 0, "dead_letters": 0,
+                                        "oldest_ready_seconds": 0.0},
                     },
                     "workers": 2,
                     "dead_letters": 1,

@@ -117,7 +117,15 @@ def test_the_queues_view_lists_every_queue_with_the_apis_figures(stack, page):
     assert set(shown) == set(queues) == {"ingest", "tasks", "training", "predictions"}
     assert {name: int(text) for name, text in shown.items()} == {name: q["consumers"] for name, q in queues.items()}
     assert all(int(text) >= 1 for text in shown.values()), "every queue has its worker group"
+
+    # A running task is held by its worker: unacked, which RabbitMQ's passive declare cannot tell.
+    assert stack.http.post("/tasks", json={"seconds": 5}, timeout=10).status_code == 202
+    held = "#queues-table tr[data-queue='tasks'] [data-field='unacked']"
+    wait_for(lambda: page.inner_text(held) == "1", timeout=15, interval=0.2,
+             what=lambda: f"the running countdown to show as unacked (it shows {page.inner_text(held)!r})")
+    assert stack.http.get("/status").json()["queues"]["tasks"]["unacked"] == 1
     screenshot(page, "queues")
+    wait_for(lambda: page.inner_text(held) == "0", timeout=30, what="the countdown to be acked")
 
 
 def test_a_dead_letter_replayed_from_the_page_has_its_rows_written_once(stack, page):

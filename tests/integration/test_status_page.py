@@ -50,6 +50,7 @@ def loaded_stack(tmp_path_factory):
         answers = post_all(f"{stack.base_url}/api", [*good, poison], key=stack.admin_key)
         assert {answer.status for answer in answers} == {202}
         stack.expected = {
+            "accepted": len(good) + 1,
             "rows_written": sum(len(p["data"]["preds"]) for p in good),
             "messages_written": len(good),
             "retries": 1,
@@ -74,7 +75,8 @@ def test_status_counts_rows_messages_retries_dead_letters_and_workers(loaded_sta
         timeout=60,
         what=lambda: f"GET /status to reach {expected} (now: {status(loaded_stack)})",
     )
-    assert settled["queues"]["ingest"] == {"ready": 0, "consumers": 2, "delayed": 0, "dead_letters": 1}
+    assert settled["queues"]["ingest"] == {"ready": 0, "unacked": 0, "consumers": 2, "delayed": 0, "dead_letters": 1,
+                                           "oldest_ready_seconds": 0.0}
     assert set(settled["queues"]) == {"ingest", "tasks", "training", "predictions"}
     assert settled["rabbitmq"] == "ok" and settled["redis"] == "ok"
     listed = loaded_stack.http.get("/dead-letters", timeout=10).json()

@@ -72,3 +72,19 @@ def test_a_redis_outage_keeps_the_counts_for_the_next_flush(namespace):
     stats.flush()
     got = read_stats(redis.Redis.from_url(REDIS_URL), namespace)
     assert (got["rows_written"], got["messages_written"]) == (5, 2)
+
+
+def test_each_written_message_counts_in_the_ingest_to_row_histogram_and_nothing_else_does(namespace):
+    import time
+
+    from actors.stats import latency_bucket, read_latency
+
+    stats = SharedStats(REDIS_URL, namespace)
+    written = message()
+    written.message_timestamp = int(time.time() * 1000) - 400  # enqueued 400 ms ago
+    stats.after_process_message(None, written, result={"rows_written": 3, "duplicate": False})
+    stats.after_process_message(None, message(), result={"rows_written": 0, "duplicate": True})  # a redelivery
+    stats.after_process_message(None, message(), result={"seconds": 3})  # a task: no rows
+    stats.flush()
+    counts = read_latency(redis.Redis.from_url(REDIS_URL), namespace)
+    assert sum(counts) == 1 and counts[latency_bucket(400)] == 1
