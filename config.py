@@ -180,6 +180,10 @@ class Settings(BaseSettings):
     # which streams.
     max_batch_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest POST /api/batch body.")
     max_upload_bytes: int = Field(1024 * 1024 * 1024, ge=1024, description="Largest POST /file/upload body.")
+    max_upload_jobs: int = Field(
+        4, ge=1, le=1000,
+        description="Uploads one API process reads in the background at once (Prefer: respond-async); each "
+        "holds a copy of its file on disk.")
     batch_confirm_timeout_seconds: float = Field(
         10.0,
         gt=0,

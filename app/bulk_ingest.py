@@ -222,6 +222,10 @@ class _Upload:
                 {"line": item.line, "last_line": item.last_line, "message_id": message_id, "errors": errors}
             )
 
+    def counts(self) -> dict:
+        return {"rows_read": self.progress.rows_read, "payloads": self.payloads, "enqueued": self.enqueued,
+                "rejected": self.rejected}
+
     def answer(self) -> dict:
         return {
             "filename": self.filename,
@@ -245,7 +249,7 @@ class _Checked:
 
 async def enqueue_file(
     file: BinaryIO, filename: str, kind: str, key: str | None, content: ContentDigest, settings: Settings,
-    sender: Principal,
+    sender: Principal, on_progress: Callable[[dict], None] | None = None,
 ) -> dict:
     """Read, validate and publish a file a chunk at a time; answer counts and rejections (UploadAnswer).
 
@@ -253,6 +257,7 @@ async def enqueue_file(
     format, size): nothing has been published then. Answers 503 (raises)
     as soon as RabbitMQ fails to confirm a chunk, saying how far it got;
     uploading the same file again is safe, because its ids are deterministic.
+    `on_progress` hears the counts so far after every chunk (app.upload_jobs).
     """
     upload = _Upload(filename, kind)
     payloads = _reader(file, kind, settings, upload.progress)
@@ -285,6 +290,8 @@ async def enqueue_file(
         while chunk := await ahead:
             ahead = asyncio.ensure_future(run_in_threadpool(next, chunks, None))
             await _publish_chunk_of_file(chunk, upload, settings, sender)
+            if on_progress is not None:
+                on_progress(upload.counts())
     finally:
         if not ahead.done():  # the file is closed after the answer: let the thread finish with it first
             await asyncio.wait({ahead})

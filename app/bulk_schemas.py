@@ -93,6 +93,7 @@ class UploadAnswer(BaseModel):
                                         "type": "float_parsing"}],
                         }
                     ],
+                    "job_id": "8b7c1e2a-3f4d-4e5a-9b6c-7d8e9f0a1b2c",
                 }
             ]
         }
@@ -108,6 +109,19 @@ class UploadAnswer(BaseModel):
     complete: bool = Field(description="False when reading had to stop before the end of the file; the last "
                            "rejection says where and why.")
     rejections: list[UploadRejection]
+    job_id: str = Field(description="The upload's job: `GET /tasks/{job_id}` shows its progress while it runs and "
+                        "this answer afterwards (for STATUS_TTL_SECONDS).")
+
+
+class UploadSubmitted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "job_id": "8b7c1e2a-3f4d-4e5a-9b6c-7d8e9f0a1b2c", "status": "submitted",
+        "status_url": "/tasks/8b7c1e2a-3f4d-4e5a-9b6c-7d8e9f0a1b2c"}]})
+
+    job_id: str
+    status: Literal["submitted"]
+    status_url: str = Field(description="`GET` it for the progress (`rows_read`, `payloads`, `enqueued`, "
+                            "`rejected`), then the upload's answer as `result`.")
 
 
 # -- documented answers of the routes ----------------------------------------------------------

@@ -27,6 +27,7 @@ async def _connect_publisher(app: FastAPI):
     the console's history (app/history.py) while serving."""
     from actors import broker
 
+    from app.routers.bulk import background_uploads
     from app.routers.status import get_history
 
     settings = get_settings()
@@ -35,6 +36,7 @@ async def _connect_publisher(app: FastAPI):
     if settings.history_sample_seconds:
         get_history().start()
     yield
+    await background_uploads.stop()
     get_history().stop()
     broker.publisher.close()
 

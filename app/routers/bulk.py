@@ -6,21 +6,26 @@ are decided here; reading, validating and publishing are `app.bulk_ingest`'s.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, File, Header, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from actors import status_writer
 from app.auth import Principal, requires
 from app.bulk_ingest import ContentDigest, content_problem, enqueue_batch, enqueue_file, file_format, parse_ndjson
-from app.bulk_schemas import BATCH_REQUEST_EXAMPLES, NDJSON_REQUEST_EXAMPLE, BatchAnswer, UploadAnswer
+from app.bulk_schemas import (BATCH_REQUEST_EXAMPLES, NDJSON_REQUEST_EXAMPLE, BatchAnswer, UploadAnswer,
+                               UploadSubmitted)
 from app.errors import KEY_REUSED_RESPONSE, RETRY_AFTER_HEADER, validation_response
 from app.idempotency import KEY_PATTERN, Accepted, IdempotencyStore, get_idempotency_store
 from app.json_route import OrjsonRoute
 from app.links import FIRST_ITEM_STATUS
 from app.schemas import ErrorResponse
 from app.tenancy import scoped_key
+from app.upload_jobs import BackgroundUploads, UploadJob, copy_of, failure_text
 from config import get_settings
 from pipeline.bulk import UnreadableFile
 
@@ -92,6 +97,8 @@ async def check_key(store: IdempotencyStore, key: str, scope: str, fingerprint: 
 
 
 _settings = get_settings()
+#: Uploads read in the background (Prefer: respond-async), at most MAX_UPLOAD_JOBS at once.
+background_uploads = BackgroundUploads(_settings.max_upload_jobs)
 
 
 @router.post(
@@ -217,6 +224,10 @@ async def ingest_batch(
     response_description="What was read, enqueued and rejected.",
     dependencies=[Depends(require_multipart)],
     responses={
+        202: {"model": UploadSubmitted, "description": "With `Prefer: respond-async`: the file is received and "
+              "is being read in the background.", "headers": {
+                  "Preference-Applied": {"description": "`respond-async`", "schema": {"type": "string"}},
+                  "Location": {"description": "The job's status URL.", "schema": {"type": "string"}}}},
         **validation_response(
             "file", "line 1 must be the header: missing column(s) prob. Expected the columns device_id, "
             "client_id, created_at, license_id, prob, tags, image_frame (any order), optionally message_id, "
@@ -245,8 +256,11 @@ async def upload_file(
     file: Annotated[UploadFile, File(description="A .csv, .xlsx or .ndjson file.")],
     principal: Principal = requires("ingest"),
     idempotency_key: IdempotencyKey = None,
+    prefer: Annotated[str | None, Header(
+        description="`respond-async`: answer 202 with the job's id as soon as the file is received, and read it "
+        "in the background; `GET /tasks/{job_id}` shows its progress and then this route's answer.")] = None,
     store: IdempotencyStore = Depends(get_idempotency_store),
-) -> dict:
+) -> Any:
     settings = get_settings()
     key = None if idempotency_key is None else scoped_key(principal, idempotency_key)
     kind = file_format(file.filename)
@@ -257,19 +271,61 @@ async def upload_file(
     mismatch = content_problem(head, kind)
     if mismatch is not None:
         raise HTTPException(415, f"{file.filename!r}: {mismatch}")
-    content = ContentDigest(file.file)
-    accepted = None
-    if key is not None:
-        accepted = await check_key(store, key, "upload", await run_in_threadpool(content.hexdigest))
+    respond_async = prefer is not None and "respond-async" in prefer.lower()
+    source = file.file
+    if respond_async:
+        background_uploads.admit()
+        try:
+            source = await run_in_threadpool(copy_of, file.file)  # the request's file closes when it ends
+        except BaseException:
+            background_uploads.release()
+            raise
     try:
-        answer = await enqueue_file(file.file, file.filename, kind, key, content, settings, principal)
-    except UnreadableFile as error:
-        status = UNREADABLE_STATUS[error.kind]
-        detail: Any = error.message
-        if status == 422:
-            detail = [{"field": "file", "message": error.message, "type": f"file_{error.kind}"}]
-        raise HTTPException(status, detail=detail) from None
-    if accepted is not None and answer["enqueued"]:
-        await store.remember(f"{key} upload", accepted)
+        content = ContentDigest(source)
+        accepted = None
+        if key is not None:
+            accepted = await check_key(store, key, "upload", await run_in_threadpool(content.hexdigest))
+    except BaseException:
+        if respond_async:
+            background_uploads.release()
+            source.close()
+        raise
+    job = UploadJob(file.filename, principal)
+
+    async def read() -> dict:
+        try:
+            answer = await enqueue_file(source, file.filename, kind, key, content, settings, principal, job.progress)
+        except UnreadableFile as error:
+            raise unreadable(error) from None
+        answer["job_id"] = job.job_id
+        if accepted is not None and answer["enqueued"]:
+            await store.remember(f"{key} upload", accepted)
+        return answer
+
+    if respond_async:
+        async def in_background() -> dict:
+            try:
+                return await read()
+            finally:
+                source.close()
+
+        background_uploads.start(job, in_background)
+        await asyncio.wrap_future(status_writer.flushed())  # a GET right after the 202 finds the job
+        return JSONResponse({"job_id": job.job_id, "status": "submitted", "status_url": job.status_url},
+                            status_code=202, headers={"Preference-Applied": "respond-async",
+                                                      "Location": job.status_url})
+    try:
+        answer = await read()
+    except BaseException as error:
+        job.failed(failure_text(error))
+        raise
+    job.succeeded(answer)
     return answer
 
+
+def unreadable(error: UnreadableFile) -> HTTPException:
+    status = UNREADABLE_STATUS[error.kind]
+    detail: Any = error.message
+    if status == 422:
+        detail = [{"field": "file", "message": error.message, "type": f"file_{error.kind}"}]
+    return HTTPException(status, detail=detail)

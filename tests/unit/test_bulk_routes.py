@@ -339,3 +339,34 @@ def test_every_bulk_body_limit_is_a_real_route():
     from app.main import app
 
     assert set(bulk_body_limits(get_settings())) <= set(app.openapi()["paths"])
+
+
+def test_background_uploads_beyond_max_upload_jobs_are_refused_with_retry_after_before_anything_is_copied():
+    import asyncio
+
+    from fastapi import HTTPException
+
+    from app.upload_jobs import BackgroundUploads
+
+    async def scenario() -> HTTPException:
+        uploads = BackgroundUploads(limit=1)
+        release = asyncio.Event()
+
+        class Job:
+            job_id = "j"
+
+            def succeeded(self, answer):
+                pass
+
+        uploads.start(Job(), lambda: release.wait())
+        try:
+            uploads.admit()
+        except HTTPException as refused:
+            release.set()
+            await asyncio.sleep(0)
+            return refused
+        raise AssertionError("a second job was admitted")
+
+    refused = asyncio.run(scenario())
+    assert refused.status_code == 503 and refused.headers == {"Retry-After": "5"}
+    assert "MAX_UPLOAD_JOBS" in refused.detail
