@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,7 +64,14 @@ class Settings(BaseSettings):
     # The console's charts (app/history.py): one sample of /status a period, in Redis.
     history_seconds: int = Field(900, ge=60, le=86400, description="How far back the console's charts go.")
     history_sample_seconds: float = Field(
-        5.0, ge=0, le=300, description="Seconds between the samples behind the charts; 0: no sampling.")
+        5.0, ge=0, le=300, description="Seconds between the samples behind the charts (at least 1); 0: no sampling.")
+
+    @field_validator("history_sample_seconds")
+    @classmethod
+    def _a_period_or_none(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("HISTORY_SAMPLE_SECONDS must be 0 (no sampling) or at least 1")
+        return value
 
     # Sink.
     csv_path: Path = Field(Path("data/data.csv"), description="CSV file the workers append rows to (the live file of this host's shard).")

@@ -34,8 +34,8 @@ class BatchedAckConsumer(_RabbitmqConsumer):
 
     def __next__(self):
         message = super().__next__()
-        if message is not None:
-            self.newest_taken = message.message_timestamp
+        if message is not None:  # the newest: a retry or a replay keeps its first, older timestamp
+            self.newest_taken = max(self.newest_taken or 0, message.message_timestamp)
         return message
 
     def ack(self, message) -> None:

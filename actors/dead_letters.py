@@ -161,13 +161,15 @@ class DeadLetterOffice:
 
         Only named ones: there is no "discard all", so a mistaken click cannot empty a queue
         whose payloads exist nowhere else."""
-        return self._take(queue, message_ids, len(message_ids), send_back=False)
+        return self._take(queue, message_ids, None, send_back=False)
 
-    def _take(self, queue: str, message_ids: Optional[set[str]], limit: int, *, send_back: bool
+    def _take(self, queue: str, message_ids: Optional[set[str]], limit: Optional[int], *, send_back: bool
               ) -> tuple[list[str], int]:
-        """Walk the dead-letter queue once and ack the chosen messages (at most `limit`), after
-        publishing each back to `queue` first when `send_back`; the others stay unacked, so they
-        are back in place, in order, when the connection closes."""
+        """Walk the dead-letter queue once and ack the chosen messages (at most `limit`; every copy
+        of each named one when None), after publishing each back to `queue` first when
+        `send_back`; the others stay unacked, so they are back in place, in order, when the
+        connection closes. A queue can hold two copies of one id (a crash between a replay's
+        publish and its ack): both are taken, and the id is answered once."""
         self.broker.declare_queue(queue, ensure=True)
         taken: list[str] = []
         connection = self._connect()
@@ -176,7 +178,7 @@ class DeadLetterOffice:
             channel.confirm_delivery()
             count = self._count(channel, queue)
             for _ in range(count):
-                if len(taken) >= limit:
+                if limit is not None and len(taken) >= limit:
                     break
                 method, _properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
                 if method is None:
@@ -202,7 +204,7 @@ class DeadLetterOffice:
             logger.info("{} {} dead letter(s) of {}: {}", "replayed" if send_back else "discarded", len(taken),
                         queue, ", ".join(taken[:20]) + (" ..." if len(taken) > 20 else ""))
         # Not a fresh count: this channel still holds the skipped ones, which a count would miss.
-        return taken, count - len(taken)
+        return list(dict.fromkeys(taken)), count - len(taken)
 
     @staticmethod
     def _send_back(channel, message: Message) -> bool:

@@ -36,22 +36,20 @@ from actors.stats import redis_client, totals_key
 FLUSH_INTERVAL_SECONDS = 0.02
 #: One script call writes a whole flush: a pipeline of HSETNX/HSET/EXPIRE cost redis-py ~50 us of
 #: packing per command, four commands a message. KEYS: the shared totals (actors.stats). ARGV: ttl,
-#: how many messages were newly accepted (their `queued` records: counted in the totals as
-#: `accepted`, for the console's charts), then per message: key, the number of set-if-absent
-#: pairs, those pairs, the number of pairs to set, those pairs.
+#: then per message: key, the number of set-if-absent pairs, those pairs, the number of pairs to
+#: set, those pairs. A message is counted in the totals' `accepted` (the console's charts) when
+#: its `accepted` field is first set: once, however often a batch is sent again after a timeout.
 _WRITE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
-local accepted = tonumber(ARGV[2])
-if accepted > 0 then
-  redis.call('HINCRBY', KEYS[1], 'accepted', accepted)
-end
-local i = 3
+local i = 2
 while i <= #ARGV do
   local key = ARGV[i]
   local absent = tonumber(ARGV[i + 1])
   i = i + 2
   for _ = 1, absent do
-    redis.call('HSETNX', key, ARGV[i], ARGV[i + 1])
+    if redis.call('HSETNX', key, ARGV[i], ARGV[i + 1]) == 1 and ARGV[i] == 'accepted' then
+      redis.call('HINCRBY', KEYS[1], 'accepted', 1)
+    end
     i = i + 2
   end
   local count = tonumber(ARGV[i])
@@ -73,8 +71,9 @@ QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, DEAD_LETTERED = (
     "queued", "running", "retrying", "succeeded", "failed", "dead-lettered"
 )
 #: Set by the first write only: whose message it is never changes. A later copy under the same id
-#: (an admin re-uploading rows of another tenant, a replay) must not take a status over.
-FIRST_WRITER_FIELDS = ("tenant",)
+#: (an admin re-uploading rows of another tenant, a replay) must not take a status over. And
+#: `accepted` (1, from the API's `queued` record) is counted once in the totals when first set.
+FIRST_WRITER_FIELDS = ("tenant", "accepted")
 
 
 def status_key(namespace: str, message_id: str) -> str:
@@ -175,9 +174,7 @@ class StatusWriter:
         if self._client is None:
             self._client = redis_client(self.redis_url, timeout=1)
             self._script = self._client.register_script(_WRITE_SCRIPT)
-        accepted = sum(1 for _, fields, only_if_new in batch if only_if_new and fields.get("state") == QUEUED)
-        self._script(keys=[totals_key(self.namespace)],
-                     args=[self.ttl_seconds, accepted, *write_arguments(self.namespace, batch)])
+        self._script(keys=[totals_key(self.namespace)], args=[self.ttl_seconds, *write_arguments(self.namespace, batch)])
 
     def _warn(self, text: str) -> None:
         if time.monotonic() - self._warned_at > 60:
@@ -192,7 +189,7 @@ def queued_record(message: Message) -> tuple[str, dict[str, Any], bool]:
     publishing: the time of the confirm could come after a fast worker's `started_at`.
     """
     fields = {"state": QUEUED, "queue": message.queue_name, "actor": message.actor_name,
-              "enqueued_at": message.message_timestamp, "tenant": message.options.get("tenant", "")}
+              "enqueued_at": message.message_timestamp, "tenant": message.options.get("tenant", ""), "accepted": 1}
     return message.message_id, fields, True  # a fast worker may already have written `running` or more
 
 
@@ -250,6 +247,7 @@ def read_status(client: redis.Redis, namespace: str, message_id: str) -> dict[st
     if not raw:
         return None
     record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    record.pop("accepted", None)  # bookkeeping of the totals, not the message's
     for name in ("attempts", "enqueued_at", "started_at", "finished_at"):
         if name in record:
             record[name] = int(record[name])

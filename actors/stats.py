@@ -211,8 +211,9 @@ def holdings_of(worker) -> dict[str, dict[str, Any]]:
     held: dict[str, dict[str, Any]] = {}
     for queue, thread in list(worker.consumers.items()):
         consumer = getattr(thread, "consumer", None)
-        if consumer is None:  # reconnecting: holds nothing
-            continue
+        connection = getattr(consumer, "connection", None)
+        if consumer is None or connection is None or connection.is_closed:
+            continue  # not connected (yet, or again): RabbitMQ has put back what its channel held
         held[queue] = {"unacked": len(getattr(consumer, "known_tags", ())),
                        "newest_taken": getattr(consumer, "newest_taken", None)}
     return held

@@ -51,16 +51,15 @@ class History:
         return self._client
 
     def sample(self, now: float | None = None) -> bool:
-        """Take this period's sample unless another process has; True if this one did."""
-        now = time.time() if now is None else now
-        slot = int(now // self.period)
+        """Take this period's sample unless another process has; True if this one did. (`now`: for tests.)"""
+        slot = int((time.time() if now is None else now) // self.period)
         client = self._redis()
         if not client.set(f"{history_key(self.namespace)}:slot:{slot}", 1, nx=True, ex=int(self.period * 4) + 1):
             return False
         status = self.read_status()
         ingest = status.get("queues", {}).get("ingest") or {}
         point = {
-            "t": round(now, 3),
+            "t": round(time.time() if now is None else now, 3),  # when the figures were read (it may take a while)
             **{name: status.get(name) for name in COUNTED},
             "dead_letters": status.get("dead_letters"),
             "queue_depth": ingest.get("ready"),
@@ -77,30 +76,36 @@ class History:
         """The chart points: per interval between neighbouring samples, the rates and latencies."""
         now = time.time() if now is None else now
         raw = self._redis().lrange(history_key(self.namespace), 0, -1)
-        samples = [s for s in map(orjson.loads, raw) if now - s["t"] <= self.keep * self.period]
-        return [point(before, after) for before, after in zip(samples, samples[1:])]
+        samples = sorted((s for s in map(orjson.loads, raw) if now - s["t"] <= self.keep * self.period),
+                         key=lambda sample: sample["t"])  # pushed as each read finished: not always in order
+        # Two samples much closer than a period (a slow read of one period finishing just before the
+        # next period's) would make a rate of noise: the later one is skipped.
+        kept = samples[:1]
+        for sample in samples[1:]:
+            if sample["t"] - kept[-1]["t"] >= self.period / 2:
+                kept.append(sample)
+        return [point(before, after) for before, after in zip(kept, kept[1:])]
 
     # The sampler thread ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="history-sampler", daemon=True)
+        self._stop = threading.Event()  # its own: a thread of an earlier start that has not ended stays stopped
+        self._thread = threading.Thread(target=self._run, args=(self._stop,), name="history-sampler", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Ask the sampler to end; it does within a period (it is a daemon: nothing waits for it)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.period - time.time() % self.period):
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.period - time.time() % self.period):
             try:
                 self.sample()
-            except (redis.RedisError, OSError) as error:  # the charts wait; the service does not
+            except Exception as error:  # noqa: BLE001 (the charts wait; the sampler and the service go on)
                 self._client = None
                 if time.monotonic() - self._warned_at > 60:
                     self._warned_at = time.monotonic()
-                    logger.warning("console history not sampled (Redis: {!r}); the charts have a gap", error)
+                    logger.warning("console history not sampled ({!r}); the charts have a gap", error)
 
 
 def point(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -80,10 +80,11 @@ class StatusReader:
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._redis: redis.Redis | None = None
 
-    def read(self) -> dict[str, Any]:
-        """Blocking (RabbitMQ and Redis round trips): call from a thread."""
+    def read(self, max_age: float = CACHE_SECONDS) -> dict[str, Any]:
+        """Blocking (RabbitMQ and Redis round trips): call from a thread. An answer up to `max_age`
+        seconds old may be reused (the history's sampler wants figures of now: 0)."""
         with self._lock:
-            if self._cached is not None and time.monotonic() - self._cached[0] < CACHE_SECONDS:
+            if self._cached is not None and time.monotonic() - self._cached[0] < max_age:
                 return self._cached[1]
             queues, rabbitmq = self._queues()
             totals, redis_state = self._totals()

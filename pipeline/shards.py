@@ -305,7 +305,7 @@ def _quoted(column: str) -> str:
 
 
 def merge(paths: Sequence[Path], out: Path, by: str = "total", memory_limit: str = "512MB",
-          temp_dir: Path | None = None) -> MergeReport:
+          temp_dir: Path | None = None, progress: bool = False) -> MergeReport:
     """Merge the files into `out` (a file, or with by="day" a directory of <created_at day>.csv)."""
     import duckdb  # only here: the sink and the API never need it
 
@@ -319,7 +319,7 @@ def merge(paths: Sequence[Path], out: Path, by: str = "total", memory_limit: str
     try:
         db = duckdb.connect(str(work / "merge.duckdb"))
         db.execute(f"SET memory_limit = '{_size_setting(memory_limit)}'")
-        db.execute("SET enable_progress_bar = false")
+        db.execute(f"SET enable_progress_bar = {'true' if progress else 'false'}")  # DuckDB's own, per query
         db.execute(f"SET temp_directory = '{work / 'spill'}'")
         db.execute("SET preserve_insertion_order = true")  # rows come out in the order they were read
         columns = {name: "VARCHAR" for name in COLUMNS}
@@ -389,6 +389,22 @@ def _default_live() -> Path:
     return Path(get_settings().csv_path)
 
 
+def _verify_with_progress(files: Sequence[Path], *, show: bool | None = None) -> list[Verdict]:
+    """verify_file over `files`, with a bar by bytes on stderr while it runs (`show`: None means
+    only on a terminal, as tqdm decides)."""
+    from tqdm import tqdm
+
+    sizes = [Path(file).stat().st_size if Path(file).is_file() else 0 for file in files]
+    verdicts = []
+    with tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="verify", file=sys.stderr,
+              disable=None if show is None else not show) as bar:
+        for file, size in zip(files, sizes):
+            bar.set_postfix_str(Path(file).name)
+            verdicts.append(verify_file(file))
+            bar.update(size)
+    return verdicts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.shards", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -420,14 +436,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "verify":
             files = args.files or _files_of(_default_live())
-            verdicts = [verify_file(file) for file in files]
+            verdicts = _verify_with_progress(files)
             if args.json:
                 print(json.dumps([{**asdict(verdict), "ok": verdict.ok} for verdict in verdicts], indent=2))
             else:
                 for verdict in verdicts:
                     _print_verdict(verdict)
             return 0 if all(verdict.ok for verdict in verdicts) else 1
-        report = merge(args.paths, args.out, by=args.by, memory_limit=args.memory_limit, temp_dir=args.temp_dir)
+        report = merge(args.paths, args.out, by=args.by, memory_limit=args.memory_limit, temp_dir=args.temp_dir,
+                       progress=sys.stderr.isatty())
         print(f"merged {report.rows:,} rows into {len(report.files)} file(s) in {report.seconds:.1f} s; "
               f"{report.copies_dropped:,} copies of rows dropped")
         for name in report.files:

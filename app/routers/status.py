@@ -45,8 +45,9 @@ class QueueStatus(BaseModel):
     dead_letters: int = Field(description="Messages given up on (`<queue>.XQ`); see GET /dead-letters.")
     oldest_ready_seconds: Optional[float] = Field(
         None, description="The oldest ready message is at most this old: the enqueue time of the newest message a "
-        "worker took (in a FIFO queue the ready ones came after it); exact while messages flow. 0 when none is "
-        "ready; null when no worker has taken any yet, or without Redis.")
+        "worker took (in a FIFO queue the ready ones came after it); exact while messages flow. Not a bound for "
+        "messages put back after a worker died, a retry or a replay (they keep their first timestamp). 0 when none "
+        "is ready; null when no worker has taken any yet, or without Redis.")
 
 
 class SinkFaultOut(BaseModel):
@@ -128,7 +129,7 @@ def get_reader() -> StatusReader:
 @lru_cache
 def get_history() -> History:
     settings = get_settings()
-    return History(get_reader().read, settings.redis_url, namespace_for(settings.rabbitmq_url),
+    return History(lambda: get_reader().read(max_age=0), settings.redis_url, namespace_for(settings.rabbitmq_url),
                    period=settings.history_sample_seconds or 5.0, keep_seconds=settings.history_seconds)
 
 

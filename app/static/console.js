@@ -249,7 +249,7 @@ async function deadLetterPage(section) {
     row.insertCell().append(box);
     const id = row.insertCell();
     const link = document.createElement("a");
-    link.href = "#lookup/" + letter.message_id;
+    link.href = "#lookup/" + encodeURIComponent(letter.message_id);
     link.textContent = letter.message_id;
     id.append(link);
     cell(row, letter.reason);
@@ -267,6 +267,12 @@ async function deadLetterPage(section) {
   selectionChanged();
 }
 
+/** Why fewer went than were chosen: gone already, or being read by someone else at that moment. */
+function missing(chosen, done) {
+  const left = chosen.length - new Set(done).size;
+  return left > 0 ? ` (${left} not found: replayed or discarded already, or being listed by someone else; refresh and try again)` : "";
+}
+
 async function act(path, body, done) {
   try {
     const answer = await call(path, { method: "POST", body });
@@ -282,7 +288,7 @@ async function act(path, body, done) {
 $("#dl-replay-selected").addEventListener("click", () => {
   const ids = selectedIds();
   act("/dead-letters/replay", { queue: $("#dl-queue").value, message_ids: ids },
-      (a) => `Replayed ${a.replayed.length} of ${ids.length} selected; ${a.remaining} dead letter(s) left.`);
+      (a) => `Replayed ${a.replayed.length} of ${ids.length} selected${missing(ids, a.replayed)}; ${a.remaining} dead letter(s) left.`);
 });
 $("#dl-replay-all").addEventListener("click", () => {
   act("/dead-letters/replay", { queue: $("#dl-queue").value },
@@ -292,8 +298,9 @@ $("#dl-discard-selected").addEventListener("click", () => {
   const ids = selectedIds();
   if (!confirm(`Discard ${ids.length} dead letter(s) for good? Their payloads exist nowhere else, and they will never be written.`)) return;
   act("/dead-letters/discard", { queue: $("#dl-queue").value, message_ids: ids },
-      (a) => `Discarded ${a.discarded.length} of ${ids.length} selected; ${a.remaining} dead letter(s) left.`);
+      (a) => `Discarded ${a.discarded.length} of ${ids.length} selected${missing(ids, a.discarded)}; ${a.remaining} dead letter(s) left.`);
 });
+$("#dl-refresh").addEventListener("click", () => views["dead-letters"].refresh());
 $("#dl-all").addEventListener("change", (event) => {
   document.querySelectorAll("#dl-table tbody input").forEach((box) => { box.checked = event.target.checked; });
   selectionChanged();
@@ -320,6 +327,7 @@ let lookedUp = "";
 async function lookup(section) {
   const id = lookedUp;
   const record = $("#lookup-record", section);
+  views.lookup.every = 0;  // until this one is known not to be done yet
   if (!id) { record.hidden = true; return; }
   let status;
   try {
@@ -375,7 +383,7 @@ async function lookup(section) {
 $("#lookup-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const id = $("#lookup-id").value.trim();
-  if (id) location.hash = "#lookup/" + id;
+  if (id) location.hash = "#lookup/" + encodeURIComponent(id);
 });
 
 // Models: GET /models, and POST /tasks/train.
@@ -419,7 +427,7 @@ $("#train-form").addEventListener("submit", async (event) => {
     const answer = await call("/tasks/train", { method: "POST", body: request });
     result.replaceChildren("Training queued: ");
     const link = document.createElement("a");
-    link.href = "#lookup/" + answer.message_id;
+    link.href = "#lookup/" + encodeURIComponent(answer.message_id);
     link.textContent = answer.message_id;
     link.id = "train-message";
     result.append(link);
@@ -435,17 +443,22 @@ $("#train-form").addEventListener("submit", async (event) => {
 const views = {
   overview: new View("overview", 1000, overview),
   queues: new View("queues", 2000, queues),
-  "dead-letters": new View("dead-letters", 5000, deadLetterPage),
+  // On demand only: listing holds the page's messages (unacked) while it reads them, and a replay or
+  // discard running meanwhile would not find them.
+  "dead-letters": new View("dead-letters", 0, deadLetterPage),
   lookup: new View("lookup", 0, lookup),
   models: new View("models", 5000, models),
 };
 let current = null;
 
 function route() {
-  const [name, argument] = location.hash.replace(/^#/, "").split("/");
+  const [name, ...rest] = location.hash.replace(/^#/, "").split("/");
+  let argument = rest.join("/");
+  try { argument = decodeURIComponent(argument); } catch (error) { /* shown as typed */ }
   const next = views[name] || views.overview;
   if (next === views.lookup) {
-    lookedUp = decodeURIComponent(argument || "");
+    if (argument !== lookedUp) $("#lookup-record").hidden = true;  // never another message's record
+    lookedUp = argument;
     $("#lookup-id").value = lookedUp;
   }
   if (current && current !== next) current.stop();

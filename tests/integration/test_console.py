@@ -193,7 +193,9 @@ def test_looking_up_a_countdown_shows_its_progress_live_until_it_succeeds(stack,
 
     detection = post(stack, random_payload(random.Random(77), frame_bytes=64))
     page.goto(f"{stack.base_url}/#lookup/{detection}")
-    wait_for(lambda: page.get_attribute("#lookup-record", "data-state") == "succeeded", timeout=30,
+    wait_for(lambda: page.is_visible("#lookup-record")
+             and page.inner_text("#lookup-record dd[data-field='message']") == detection
+             and page.get_attribute("#lookup-record", "data-state") == "succeeded", timeout=30,
              what="the detection to show as succeeded")
     assert '"rows_written"' in page.inner_text("#lookup-record dd[data-field='result']")
 

@@ -55,3 +55,19 @@ def test_a_discard_naming_nothing_that_is_there_changes_nothing(office):
     ids = dead_letters(vhost, 2)
     assert office.discard("q", {"unknown"}) == ([], 2)
     assert [letter.message_id for letter in office.peek("q", 10)[1]] == ids
+
+
+def test_both_copies_of_a_dead_letter_held_twice_are_discarded_and_the_others_named_still_are(office):
+    office, vhost = office
+    first, second = dead_letters(vhost, 2)
+    connection = pika.BlockingConnection(pika.URLParameters(vhost_url(vhost)))
+    try:  # a second copy of the first, behind the second (a crash between a replay's publish and its ack)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        copy = Message(queue_name="q.XQ", actor_name="a", args=(0,), kwargs={}, options={}, message_id=first)
+        channel.basic_publish("", "q.XQ", copy.encode(), pika.BasicProperties(delivery_mode=2))
+    finally:
+        connection.close()
+    discarded, remaining = office.discard("q", {first, second})
+    assert sorted(discarded) == sorted([first, second]) and remaining == 0
+    assert queue_state(vhost_url(vhost), "q.XQ")[0] == 0

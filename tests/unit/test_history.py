@@ -72,3 +72,45 @@ def test_quantiles_interpolate_within_the_bucket_and_cap_at_the_last_bound():
     counts = [0] * (len(LATENCY_BOUNDS_MS) + 1)
     counts[-1] = 3
     assert quantile(counts, 0.99) == float(LATENCY_BOUNDS_MS[-1])
+
+
+def test_samples_pushed_out_of_order_or_too_close_together_make_no_wild_rates(namespace):
+    readings = iter([status_with(accepted=0), status_with(accepted=100), status_with(accepted=50),
+                     status_with(accepted=101)])
+    history = History(lambda: next(readings), REDIS_URL, namespace, period=5, keep_seconds=900)
+    history.sample(now=1000.0)
+    history.sample(now=1010.0)  # pushed before the slow read of the period before it
+    history.sample(now=1005.0)
+    history.sample(now=1010.2)  # a slow read of the last period, finishing just after the next one's
+    assert [(p["t"], p["accepted_per_second"]) for p in history.read(now=1011.0)] == [(1005.0, 10.0), (1010.0, 10.0)]
+
+
+def test_the_sampler_goes_on_after_an_error_of_any_kind(namespace):
+    import threading
+
+    calls = []
+    done = threading.Event()
+
+    def read_status():
+        calls.append(1)
+        if len(calls) == 1:
+            raise AssertionError("pika's, say")
+        done.set()
+        return status_with()
+
+    history = History(read_status, REDIS_URL, namespace, period=1, keep_seconds=60)
+    history.start()
+    try:
+        assert done.wait(timeout=10), "a second sample after the failed one"
+    finally:
+        history.stop()
+
+
+def test_a_sample_period_under_a_second_is_refused_naming_the_setting():
+    from pydantic import ValidationError
+
+    from config import Settings
+
+    with pytest.raises(ValidationError, match="HISTORY_SAMPLE_SECONDS"):
+        Settings(history_sample_seconds=0.01)
+    assert Settings(history_sample_seconds=0).history_sample_seconds == 0

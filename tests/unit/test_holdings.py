@@ -13,14 +13,19 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def worker_with(**consumers) -> types.SimpleNamespace:
-    """A stand-in for a Dramatiq Worker: queue -> (delivery tags held, newest enqueue time taken)."""
+    """A stand-in for a Dramatiq Worker: queue -> (delivery tags held, newest enqueue time taken,
+    whether its connection is closed), or None for a consumer not made yet."""
     threads = {queue: types.SimpleNamespace(consumer=None if held is None else types.SimpleNamespace(
-        known_tags=set(range(held[0])), newest_taken=held[1])) for queue, held in consumers.items()}
+        known_tags=set(range(held[0])), newest_taken=held[1],
+        connection=types.SimpleNamespace(is_closed=held[2] if len(held) > 2 else False)))
+        for queue, held in consumers.items()}
     return types.SimpleNamespace(consumers=threads)
 
 
-def test_a_workers_holdings_are_its_consumers_unacked_tags_and_the_newest_message_taken():
-    worker = worker_with(ingest=(3, 1_000_000), **{"ingest.DQ": (2, None), "tasks": None})
+def test_a_workers_holdings_are_its_connected_consumers_unacked_tags_and_the_newest_message_taken():
+    # "training" lost its connection: RabbitMQ has put its tags back, whatever the old consumer still lists.
+    worker = worker_with(ingest=(3, 1_000_000), **{"ingest.DQ": (2, None), "tasks": None,
+                                                   "training": (4, 5, True)})
     assert holdings_of(worker) == {"ingest": {"unacked": 3, "newest_taken": 1_000_000},
                                    "ingest.DQ": {"unacked": 2, "newest_taken": None}}
 

@@ -431,3 +431,14 @@ def test_the_ready_examples_are_real_answers(client, monkeypatch, connected):
 
 def test_the_health_example_is_the_real_answer(client):
     assert client.get("/health").json() == documented("/health", "get", 200)
+
+
+def test_the_console_and_its_script_run_under_a_policy_that_lets_nothing_else_in(client):
+    for path, kind in (("/", "text/html"), ("/console.js", "text/javascript")):
+        answer = client.get(path)
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith(kind)
+        policy = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    page = client.get("/").text
+    assert '<script src="/console.js"></script>' in page and "<script>" not in page, "no inline script to allow"

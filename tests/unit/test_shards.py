@@ -195,3 +195,45 @@ def test_merge_runs_in_bounded_memory_however_many_rows_there_are(tmp_path):
     assert f"merged {rows:,} rows" in merged.stdout
     assert peak_mb < 400, f"peak RSS {peak_mb:.0f} MB"
     assert (tmp_path / "merged.csv").read_bytes() == path.read_bytes()
+
+
+def test_verify_shows_a_progress_bar_by_bytes_on_a_terminal_and_nothing_otherwise(tmp_path, capsys):
+    from pipeline.shards import _verify_with_progress
+
+    path = tmp_path / "data.csv"
+    rotated_shard(path, range(9))
+    files = shard_files(path)
+    assert all(v.ok for v in _verify_with_progress(files, show=True))
+    bar = capsys.readouterr().err
+    assert "verify" in bar and "100%" in bar and files[-1].name in bar
+    assert main(["verify", *map(str, files)]) == 0  # pytest's stderr is no terminal
+    assert "verify:" not in capsys.readouterr().err
+
+
+def test_merge_asks_duckdb_for_its_progress_bar_only_when_told(tmp_path, monkeypatch):
+    import duckdb
+
+    settings = []
+    real_connect = duckdb.connect
+
+    def connect(*args, **kwargs):
+        connection = real_connect(*args, **kwargs)
+        original = connection.execute
+
+        class Recording:
+            def __getattr__(self, name):
+                return getattr(connection, name)
+
+            def execute(self, query, *rest):
+                if "enable_progress_bar" in query:
+                    settings.append(query)
+                return original(query, *rest)
+
+        return Recording()
+
+    monkeypatch.setattr(duckdb, "connect", connect)
+    path = tmp_path / "data.csv"
+    append(CsvSink(path), "m-1", payload(1))
+    merge([path], tmp_path / "a.csv", progress=True)
+    merge([path], tmp_path / "b.csv")
+    assert settings == ["SET enable_progress_bar = true", "SET enable_progress_bar = false"]

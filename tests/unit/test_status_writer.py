@@ -33,8 +33,9 @@ def naive_apply(records):
     for message_id, fields, only_if_new in records:
         record = hashes.setdefault(message_id, {})
         values = {name: str(value) for name, value in fields.items()}
-        if "tenant" in values:  # first writer wins, always
-            record.setdefault("tenant", values.pop("tenant"))
+        for first in ("tenant", "accepted"):  # first writer wins, always
+            if first in values:
+                record.setdefault(first, values.pop(first))
         if only_if_new:
             state = values.pop("state")
             record.setdefault("state", state)
@@ -113,6 +114,24 @@ def test_enqueued_at_is_the_message_s_own_timestamp_so_never_after_a_worker_s_st
     key = status_key(namespace, message.message_id)
     try:
         assert client.hgetall(key) == {"state": "queued", "queue": "ingest", "actor": "write_detection_rows",
-                                       "enqueued_at": "1700000000000", "tenant": ""}
+                                       "enqueued_at": "1700000000000", "tenant": "", "accepted": "1"}
     finally:
         client.delete(key)
+
+
+def test_an_accepted_message_is_counted_once_however_often_its_batch_is_sent_again(client):
+    from dramatiq.message import Message
+
+    from actors.message_status import queued_record
+    from actors.stats import totals_key
+
+    writer = writer_flushed_by_the_test()
+    messages = [Message(queue_name="ingest", actor_name="a", args=(), kwargs={}, options={}) for _ in range(3)]
+    batch = [queued_record(message) for message in messages]
+    try:
+        writer._write(batch)
+        writer._write(batch)  # as after a timeout that came once the script had run
+        writer._write([(messages[0].message_id, {"state": "running"}, False)])
+        assert client.hget(totals_key(writer.namespace), "accepted") == "3"
+    finally:
+        client.delete(totals_key(writer.namespace), *[status_key(writer.namespace, m.message_id) for m in messages])
