@@ -131,7 +131,11 @@ class Machine:
             'mount -t sysfs sysfs "$0/sys"; '
             'mount --rbind /dev "$0/dev"; '
             'mount -t tmpfs -o mode=1777 tmpfs "$0/dev/shm"; mount -t tmpfs tmpfs "$0/run"; '
-            'exec chroot "$0" /usr/bin/env -i HOME=/root PATH="$3" LANG=C.UTF-8 TERM=dumb /bin/bash -c "$1"')
+            # This bash stays PID 1, as an init does, to reap the orphans: a daemon's exited process
+            # would stay a zombie, and `rabbitmqctl stop` waits for its pid to be gone.
+            'set +e; chroot "$0" /usr/bin/env -i HOME=/root PATH="$3" LANG=C.UTF-8 TERM=dumb /bin/bash -c "$1" & '
+            'command=$!; trap \'kill -TERM $command\' TERM INT; wait $command; status=$?; '
+            'while wait -n 2>/dev/null || [ $? -ne 127 ]; do :; done; exit $status')
         return ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child",
                 "bash", "-c", enter, root, script, HOSTNAME, PATH]
 
