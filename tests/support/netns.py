@@ -2,9 +2,13 @@
 
 The host side of the pair has an address of the test's own (from 10.231.0.0/16)
 that a broker started by the test listens on; the namespace side is the host's
-only way out. `partition()` sets the host side down: packets stop both ways,
-with no RST or FIN, as when a cable or a switch fails, so only heartbeats tell
-either end. Everything made here is removed by `remove()`; names carry a random
+only way out. `partition()` sets the namespace's end down: packets stop both
+ways, with no RST or FIN, as when a cable or a switch fails. The machine's end
+only loses its carrier and keeps its route, so what the broker sends is dropped
+without a word, whatever else routes the machine has (setting the machine's end
+down instead took its route away: on a machine whose default route answers for
+any address, as slirp4netns does in the bare-Debian check, the broker's packets
+went there and came back refused), and only heartbeats tell the broker. Everything made here is removed by `remove()`; names carry a random
 part, so two runs never meet.
 """
 
@@ -63,10 +67,10 @@ class WorkerHost:
         return ("ip", "netns", "exec", self.name)
 
     def partition(self) -> None:
-        _ip("link", "set", self.outside, "down")
+        _ip("netns", "exec", self.name, "ip", "link", "set", self.inside, "down")
 
     def heal(self) -> None:
-        _ip("link", "set", self.outside, "up")
+        _ip("netns", "exec", self.name, "ip", "link", "set", self.inside, "up")
 
     def remove(self) -> None:
         subprocess.run(["ip", "link", "del", self.outside], capture_output=True, timeout=30)
