@@ -241,3 +241,19 @@ def _log_in_when_asked(page, key: str) -> bool:
         page.click("#login button")
         return True
     return False
+
+
+def test_an_upload_job_looked_up_shows_its_counts_and_then_the_uploads_answer(stack, page):
+    import orjson
+
+    rng = random.Random(8)
+    data = b"".join(orjson.dumps(random_payload(rng, frame_bytes=16)) + b"\n" for _ in range(50))
+    answer = stack.http.post("/file/upload", files={"file": ("cams.ndjson", data)},
+                             headers={"Prefer": "respond-async"}, timeout=60)
+    assert answer.status_code == 202, answer.text
+    page.goto(f"{stack.base_url}/#lookup/{answer.json()['job_id']}")
+    wait_for(lambda: page.is_visible("#lookup-record")
+             and page.get_attribute("#lookup-record", "data-state") == "succeeded", timeout=30,
+             what="the upload job to show as succeeded")
+    assert '"enqueued": 50' in page.inner_text("#lookup-record dd[data-field='progress']")
+    assert '"filename": "cams.ndjson"' in page.inner_text("#lookup-record dd[data-field='result']")

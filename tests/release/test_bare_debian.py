@@ -61,6 +61,8 @@ def test_the_run_command_on_a_bare_debian_installs_what_it_needs_and_a_posted_de
              what=lambda: f"./run.sh to serve /ready; the end of its output:\n{tail(log)}")
     serving_after = time.monotonic() - started
 
+    status, page = machine.http("GET", "http://127.0.0.1:8000/")
+    assert status == 200 and "<title>Detections ingest: console</title>" in page, "the console is served"
     status, body = machine.http("POST", "http://127.0.0.1:8000/api", README_DETECTION)
     assert status == 202, (status, body, tail(log))
     message_id = json.loads(body)["message_id"]
