@@ -35,6 +35,40 @@ from pathlib import Path
 
 from tests.support.waiting import wait_for
 
+#: PID 1 of a machine, as an init: it starts the command chrooted, with the signal dispositions a
+#: login has, forwards SIGTERM and SIGINT to it, and reaps every orphan meanwhile. (With none,
+#: a daemon's exited process stays a zombie, and `rabbitmqctl stop` waits for its pid to go;
+#: a bash reaping in its place starts the command in the background, which ignores SIGINT.)
+_INIT = """
+import os, signal, sys
+root, script, path = sys.argv[1:4]
+child = os.fork()
+if child == 0:
+    for number in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)  # Python ignores the first two; a login does not
+    os.chroot(root)
+    os.chdir("/")
+    os.execve("/bin/bash", ["/bin/bash", "-c", script],
+              {"HOME": "/root", "PATH": path, "LANG": "C.UTF-8", "TERM": "dumb"})
+
+def forward(number, frame):
+    try:
+        os.kill(child, number)
+    except ProcessLookupError:
+        pass
+
+signal.signal(signal.SIGTERM, forward)
+signal.signal(signal.SIGINT, forward)
+while True:
+    try:
+        reaped, status = os.waitpid(-1, 0)
+    except ChildProcessError:
+        sys.exit(1)
+    if reaped == child:
+        code = os.waitstatus_to_exitcode(status)
+        sys.exit(code if code >= 0 else 128 - code)
+"""
+
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 INCLUDE = ("python3", "python3-venv", "ca-certificates")
@@ -124,20 +158,15 @@ class Machine:
 
     def _argv(self, script: str) -> list[str]:
         """Run `script` with bash, as root, in the machine: a login's environment and nothing of ours."""
-        root = str(self.root)
-        enter = (
+        mounts = (
             # The root a mount of its own, as on a real machine: `ip netns exec` remounts it.
-            'set -e; hostname "$2"; mount --bind "$0" "$0"; mount -t proc proc "$0/proc"; '
-            'mount -t sysfs sysfs "$0/sys"; '
-            'mount --rbind /dev "$0/dev"; '
-            'mount -t tmpfs -o mode=1777 tmpfs "$0/dev/shm"; mount -t tmpfs tmpfs "$0/run"; '
-            # This bash stays PID 1, as an init does, to reap the orphans: a daemon's exited process
-            # would stay a zombie, and `rabbitmqctl stop` waits for its pid to be gone.
-            'set +e; chroot "$0" /usr/bin/env -i HOME=/root PATH="$3" LANG=C.UTF-8 TERM=dumb /bin/bash -c "$1" & '
-            'command=$!; trap \'kill -TERM $command\' TERM INT; wait $command; status=$?; '
-            'while wait -n 2>/dev/null || [ $? -ne 127 ]; do :; done; exit $status')
+            'set -e; hostname "$1"; mount --bind "$2" "$2"; mount -t proc proc "$2/proc"; '
+            'mount -t sysfs sysfs "$2/sys"; mount --rbind /dev "$2/dev"; '
+            'mount -t tmpfs -o mode=1777 tmpfs "$2/dev/shm"; mount -t tmpfs tmpfs "$2/run"; '
+            'shift 2; exec "$@"')
         return ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child",
-                "bash", "-c", enter, root, script, HOSTNAME, PATH]
+                "bash", "-c", mounts, "bare", HOSTNAME, str(self.root),
+                sys.executable, "-c", _INIT, str(self.root), script, PATH]
 
     def run(self, script: str, log: Path, timeout: float) -> int:
         """Run `script` to its end (killed after `timeout` s); its exit status. Its output goes to `log`."""
