@@ -84,25 +84,30 @@ class StatusReader:
         """Blocking (RabbitMQ and Redis round trips): call from a thread. An answer up to `max_age`
         seconds old may be reused (the history's sampler wants figures of now: 0)."""
         with self._lock:
-            if self._cached is not None and time.monotonic() - self._cached[0] < max_age:
-                return self._cached[1]
-            queues, rabbitmq = self._queues()
-            totals, redis_state = self._totals()
-            holdings = totals.pop("holdings", None)
-            for name, queue in queues.items():
-                _add_holdings(name, queue, holdings)
-            status = {
-                "queues": queues,
-                "workers": queues[self.queues[0]]["consumers"] if queues else None,
-                "dead_letters": sum(q["dead_letters"] for q in queues.values()) if queues else None,
-                **totals,
-                "rabbitmq": rabbitmq,
-                "redis": redis_state,
-            }
-            if self.nodes is not None and self.nodes.cluster:
-                status["cluster"] = self.nodes.read()
-            self._cached = (time.monotonic(), status)
-            return status
+            if self._cached is None or time.monotonic() - self._cached[0] >= max_age:
+                self._cached = (time.monotonic(), self._read())
+            status = self._cached[1]
+        if self.nodes is not None and self.nodes.cluster:
+            # Not cached with the rest: the probe keeps its own second, shared with /ready, so the
+            # two never disagree (a cached answer from before a node went down would).
+            status = {**status, "cluster": self.nodes.read()}
+        return status
+
+    def _read(self) -> dict[str, Any]:
+        queues, rabbitmq = self._queues()
+        totals, redis_state = self._totals()
+        holdings = totals.pop("holdings", None)
+        for name, queue in queues.items():
+            _add_holdings(name, queue, holdings)
+        status = {
+            "queues": queues,
+            "workers": queues[self.queues[0]]["consumers"] if queues else None,
+            "dead_letters": sum(q["dead_letters"] for q in queues.values()) if queues else None,
+            **totals,
+            "rabbitmq": rabbitmq,
+            "redis": redis_state,
+        }
+        return status
 
     def _queues(self) -> tuple[dict[str, dict[str, int]], str]:
         for attempt in (1, 2):  # a connection the broker closed while idle is reopened once

@@ -64,3 +64,19 @@ def test_the_queue_figures_gain_unacked_the_held_retries_and_an_upper_bound_on_t
     unknown = {"ready": 3, "consumers": 1, "delayed": 0, "dead_letters": 0}
     _add_holdings("ingest", unknown, None)
     assert unknown["unacked"] is None and unknown["oldest_ready_seconds"] is None
+
+
+def test_status_says_what_the_node_probe_says_now_even_from_its_cached_figures():
+    """/ready and /status share the probe: a /status answered from its one-second cache must not
+    still call the cluster whole after /ready saw a node go down."""
+    import pika
+
+    from app.status import StatusReader
+
+    states = iter([{"state": "ok", "nodes": 3, "down": []}, {"state": "degraded", "nodes": 3, "down": ["b:5672"]}])
+    probe = types.SimpleNamespace(cluster=True, read=lambda: next(states))
+    reader = StatusReader(pika.ConnectionParameters("127.0.0.1"), REDIS_URL, "test-probe", ["ingest"], probe)
+    reads = []
+    reader._read = lambda: reads.append(1) or {"queues": {}}
+    assert reader.read()["cluster"]["state"] == "ok"
+    assert reader.read()["cluster"]["state"] == "degraded" and len(reads) == 1, "figures cached, cluster fresh"
