@@ -123,6 +123,12 @@ def _settle(future: Future, error: BaseException | None = None) -> None:
         pass
 
 
+def server_version(properties: dict) -> tuple[int, ...]:
+    """`(4, 0, 5)` from a handshake's server properties; `()` when it names none we can read."""
+    found = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", str((properties or {}).get("version", "")))
+    return tuple(int(part) for part in found.groups() if part is not None) if found else ()
+
+
 class ConfirmedPublisher:
     """Publishes from any thread over one connection, with pipelined confirms.
 
@@ -141,6 +147,8 @@ class ConfirmedPublisher:
         self._ready = threading.Event()
         self.last_error: str = "not connected yet"
         self.ever_connected = False
+        #: RabbitMQ's version as (major, minor, patch), from the connection's handshake; () before it.
+        self.server_version: tuple[int, ...] = ()
         # Loop-thread state: delivery tag -> (future, message id, bytes); futures of declares.
         self._unconfirmed: dict[int, tuple[Future, str, int]] = {}
         self._declares: list[Future] = []
@@ -266,6 +274,8 @@ class ConfirmedPublisher:
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
 
     def _on_confirm_mode(self, _frame) -> None:
+        if self._connection is not None:
+            self.server_version = server_version(self._connection.server_properties)
         if self.ever_connected:
             logger.info("RabbitMQ publisher connected again")
         else:
@@ -426,6 +436,20 @@ class ConfirmedPublisher:
             self._ioloop.stop()
 
 
+def delivery_limit(limit: Optional[int], version: tuple[int, ...]) -> dict[str, Any]:
+    """The `x-delivery-limit` argument that gives a quorum queue `limit` deliveries, or none (None).
+
+    "None" is spelt by version: RabbitMQ 4.0 gives every quorum queue a limit of 20 unless it is
+    declared with -1, while 3.x has no limit unless one is set, and takes -1 as a limit that
+    drops a message the first time it is returned (checked on 3.10.8). An unknown version is
+    taken as 3.x, the side that loses less if wrong: a 4.x queue keeps the default of 20, where
+    -1 on a 3.x one would drop every message returned to it.
+    """
+    if limit is not None:
+        return {"x-delivery-limit": limit}
+    return {"x-delivery-limit": -1} if version >= (4,) else {}
+
+
 class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
     """`RabbitmqBroker` whose `enqueue` goes through a `ConfirmedPublisher`.
 
@@ -483,7 +507,7 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
             (dq_name(canonical_queue_name), self._typed(arguments, main=False)),
             (xq_name(canonical_queue_name), self._typed({"x-message-ttl": DEAD_MESSAGE_TTL}, main=False)),
         ):
-            self._declare(name, args)
+            self._declare_adopting(name, args)
         self.queues_pending.discard(canonical_queue_name)
         self.publisher.watch(canonical_queue_name)
 
@@ -505,16 +529,17 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
         Quorum: dead-lettering at least once (RabbitMQ's default for quorum queues is at most
         once; at-least-once needs reject-publish), and on the main queues a delivery limit one
         above MAX_DELIVERIES, so the app's count, which records why, acts first and RabbitMQ's
-        holds when Redis is down. Never on the delay queue: Dramatiq holds its messages unacked
-        until due and they return on every reconnect, which a limit would count.
+        holds when Redis is down. No limit on the delay and dead-letter queues: Dramatiq holds
+        delayed messages unacked until due and they return on every reconnect, and a dead-letter
+        listing returns what it read, which a limit would both count.
         """
         if self.queue_type != "quorum":
             return arguments
         typed = {**arguments, "x-queue-type": "quorum"}
         if "x-dead-letter-exchange" in arguments:
             typed.update({"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
-        if main and self.max_deliveries:
-            typed["x-delivery-limit"] = self.max_deliveries + 1
+        limit = self.max_deliveries + 1 if main and self.max_deliveries else None
+        typed.update(delivery_limit(limit, self.publisher.server_version))
         return typed
 
     def _declare(self, queue: str, arguments: dict[str, Any]) -> None:
@@ -534,16 +559,19 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
             ) from None
 
     def _declare_bounded(self, queue: str, arguments: dict[str, Any]) -> None:
-        """Declare a main queue with its length bound (and, quorum, its delivery limit).
+        """Declare a main queue with its length bound (and, quorum, its delivery limit)."""
+        self._declare_adopting(queue, {**arguments, **self.length_bound()})
+
+    def _declare_adopting(self, queue: str, asked: dict[str, Any]) -> None:
+        """Declare `queue` with `asked`, or as it is when it differs only in what an operator tunes.
 
         A queue keeps the arguments it was made with, and RabbitMQ refuses a declare whose
         arguments differ (406), naming one argument at a time. For the ones an operator tunes
-        (`ADOPTABLE`: made by an earlier version without a bound, or with another
-        MAX_QUEUE_MESSAGES or MAX_DELIVERIES), the queue is declared as it is, and one error line
-        says what it kept and the `rabbitmqctl set_policy` that applies the configured values in
-        place. Any other difference, the type included, is refused.
+        (`ADOPTABLE`: made by an earlier version without a bound or a delivery limit, or with
+        another MAX_QUEUE_MESSAGES or MAX_DELIVERIES), the queue is declared as it is, and one
+        error line says what it kept and the `rabbitmqctl set_policy` that applies the configured
+        values in place. Any other difference, the type included, is refused.
         """
-        asked = {**arguments, **self.length_bound()}
         wanted = dict(asked)
         kept: dict[str, Any] = {}
         for _ in range(len(ADOPTABLE) + 1):

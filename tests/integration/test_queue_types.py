@@ -59,6 +59,7 @@ def test_quorum_queues_get_a_delivery_limit_and_at_least_once_dead_lettering_and
     assert main["x-delivery-limit"] == 4 and main["x-dead-letter-strategy"] == "at-least-once"
     assert main["x-max-length"] == 10 and main["x-overflow"] == "reject-publish"
     assert "x-delivery-limit" not in delay and "x-max-length" not in delay
+    assert "x-delivery-limit" not in queues["q.XQ"], "on 3.x, -1 would drop a dead letter at its first return"
     assert delay["x-dead-letter-strategy"] == "at-least-once"
     assert queue_state(vhost_url(vhost), "q")[0] == 1
 
