@@ -9,11 +9,20 @@ queue, with its original message id, and only then removes the dead copy: a
 crash in between leaves a duplicate message, which the sink writes once.
 Discarding removes named dead letters for good, for payloads that should never
 be written (a test message, a device's garbage).
+
+Each of the three walks the queue with `basic.get`, and a message it holds unacked
+is invisible to any other walk: a replay running beside a listing would miss the
+page the listing holds and answer that those ids are not there. So a walk first
+takes the queue's turn (`_walk`), which is one connection at a time, across every
+API process and cluster node, and is given back when that connection closes, a
+crashed walker included.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -33,6 +42,10 @@ from actors.stats import redis_client
 REASON_TTL_SECONDS = 7 * 24 * 3600
 #: Options a replayed message starts without, so it gets its full retries again.
 RETRY_STATE_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta")
+
+
+class DeadLettersBusy(Exception):
+    """Another listing, replay or discard held this queue's dead letters for the whole wait."""
 
 
 def _reason_key(message_id: str) -> str:
@@ -87,6 +100,41 @@ class DeadLetterOffice:
     def _connect(self) -> pika.BlockingConnection:
         return pika.BlockingConnection(self.broker.parameters)  # a cluster: each node in turn
 
+    @contextmanager
+    def _walk(self, queue: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+        """A channel on a connection that has `queue`'s dead letters to itself until it closes.
+
+        The turn is an exclusive queue, `<queue>.XQ.walk`: RabbitMQ lets one connection at a
+        time declare it (405 to any other, on any node) and deletes it with that connection,
+        so it needs no Redis and can never be left held. The wait is bounded by `timeout`.
+        """
+        connection = self._connect()
+        try:
+            deadline = time.monotonic() + self.timeout
+            while not self._take_turn(connection, queue):
+                if time.monotonic() >= deadline:
+                    raise DeadLettersBusy(f"another listing, replay or discard of {queue}'s dead letters held them "
+                                          f"for {self.timeout:g} s; retry when it is done")
+                self._wait_turn(connection)
+            yield connection.channel()
+        finally:
+            connection.close()  # unacked gets go back to the queue, in order; the turn goes too
+
+    @staticmethod
+    def _take_turn(connection: pika.BlockingConnection, queue: str) -> bool:
+        try:
+            connection.channel().queue_declare(f"{xq_name(queue)}.walk", exclusive=True, auto_delete=True,
+                                               arguments={"x-queue-type": "classic"})
+        except pika.exceptions.ChannelClosedByBroker as refused:
+            if refused.reply_code != 405:  # RESOURCE_LOCKED: another connection has the turn
+                raise
+            return False
+        return True
+
+    @staticmethod
+    def _wait_turn(connection: pika.BlockingConnection) -> None:
+        connection.sleep(0.05)  # pika's own sleep: heartbeats go on meanwhile
+
     def _reasons(self, message_ids: list[str]) -> dict[str, dict]:
         if not message_ids:
             return {}
@@ -110,9 +158,7 @@ class DeadLetterOffice:
         a whole payload, and a thousand of them would be a gigabyte in the API's memory.
         """
         self.broker.declare_queue(queue, ensure=True)  # the XQ exists from then on
-        connection = self._connect()
-        try:
-            channel = connection.channel()
+        with self._walk(queue) as channel:
             count = self._count(channel, queue)
             bodies: list[bytes] = []
             size, position = 0, 0
@@ -128,8 +174,6 @@ class DeadLetterOffice:
                     break
                 bodies.append(body)
                 size += len(body)
-        finally:
-            connection.close()  # the unacked gets go back to the queue, in order
         messages = [_decode(body) for body in bodies]
         reasons = self._reasons([m.message_id for m in messages if m is not None])
         letters = [self._describe(message, reasons) for message in messages if message is not None]
@@ -172,9 +216,7 @@ class DeadLetterOffice:
         publish and its ack): both are taken, and the id is answered once."""
         self.broker.declare_queue(queue, ensure=True)
         taken: list[str] = []
-        connection = self._connect()
-        try:
-            channel = connection.channel()
+        with self._walk(queue) as channel:
             channel.confirm_delivery()
             count = self._count(channel, queue)
             for _ in range(count):
@@ -194,8 +236,6 @@ class DeadLetterOffice:
                     break
                 channel.basic_ack(method.delivery_tag)
                 taken.append(message.message_id)
-        finally:
-            connection.close()
         if taken:
             try:
                 redis_client(self.redis_url, retry=False).delete(*[_reason_key(mid) for mid in taken])

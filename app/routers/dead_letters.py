@@ -5,19 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Optional
 
 from dramatiq.errors import BrokerError
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pika.exceptions import AMQPError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from actors import INGEST_QUEUE, PREDICTIONS_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, broker
-from actors.dead_letters import DeadLetterOffice
+from actors.dead_letters import DeadLetterOffice, DeadLettersBusy
 from app.auth import requires
 from app.json_route import OrjsonRoute
 from app.errors import JSON_BODY_RESPONSES, UNAVAILABLE_RESPONSE, validation_response
 from app.limits import require_json
 from app.links import REPLAY_QUEUE
-from app.publishing import broker_unavailable
+from app.publishing import RETRY_AFTER_SECONDS, broker_unavailable
 from app.schemas import DIGITS_ONLY, SEED_EXAMPLE, IngestPayload, JsonInt
 from config import get_settings
 
@@ -27,6 +27,13 @@ router = APIRouter(prefix="/dead-letters", tags=["dead letters"], route_class=Or
 
 QueueName = Literal["ingest", "tasks", "training", "predictions"]
 assert set(QueueName.__args__) == {INGEST_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, PREDICTIONS_QUEUE}
+
+#: 503 here also means another walk of the queue's dead letters held them for the whole wait.
+WALK_UNAVAILABLE = {503: {
+    **UNAVAILABLE_RESPONSE[503],
+    "description": "RabbitMQ is unreachable or did not answer in time, or another listing, replay or discard "
+    "of this queue held its dead letters for PUBLISH_TIMEOUT_SECONDS; retry after `Retry-After` seconds.",
+}}
 
 EXAMPLE_ID = "3d0c8f5e-7a2b-4c61-b9e4-1f6a2d8c5b07"
 
@@ -128,6 +135,17 @@ def get_office() -> DeadLetterOffice:
     return DeadLetterOffice(broker, settings.redis_url, settings.publish_timeout_seconds)
 
 
+async def walked(step, *args):
+    """`step(*args)`, one of the office's walks, in a thread; a broker down or a queue whose dead
+    letters another walk holds answers 503 with Retry-After."""
+    try:
+        return await run_in_threadpool(step, *args)
+    except DeadLettersBusy as busy:
+        raise HTTPException(503, detail=str(busy), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+    except (AMQPError, BrokerError, OSError) as error:
+        raise broker_unavailable(repr(error)) from None
+
+
 @router.get(
     "",
     response_model=DeadLetterList,
@@ -138,7 +156,7 @@ def get_office() -> DeadLetterOffice:
     responses={
         200: {"links": REPLAY_QUEUE},
         **validation_response("limit", "Input should be greater than or equal to 1", "greater_than_equal"),
-        **UNAVAILABLE_RESPONSE,
+        **WALK_UNAVAILABLE,
     },
 )
 async def list_dead_letters(
@@ -149,10 +167,7 @@ async def list_dead_letters(
     office: DeadLetterOffice = Depends(get_office),
 ) -> DeadLetterList:
     max_bytes = get_settings().max_dead_letter_page_bytes
-    try:
-        count, letters, next_offset = await run_in_threadpool(office.peek, queue, limit, offset, max_bytes)
-    except (AMQPError, BrokerError, OSError) as error:
-        raise broker_unavailable(repr(error)) from None
+    count, letters, next_offset = await walked(office.peek, queue, limit, offset, max_bytes)
     return DeadLetterList(queue=queue, count=count, messages=[DeadLetterOut(**vars(letter)) for letter in letters],
                           next_offset=next_offset)
 
@@ -167,15 +182,12 @@ async def list_dead_letters(
     responses={
         **validation_response("queue", "Input should be 'ingest', 'tasks', 'training' or 'predictions'", "literal_error"),
         **JSON_BODY_RESPONSES,
-        **UNAVAILABLE_RESPONSE,
+        **WALK_UNAVAILABLE,
     },
 )
 async def replay_dead_letters(request: ReplayRequest, office: DeadLetterOffice = Depends(get_office)) -> ReplayResult:
     wanted = set(request.message_ids) if request.message_ids is not None else None
-    try:
-        replayed, remaining = await run_in_threadpool(office.replay, request.queue, wanted, request.limit)
-    except (AMQPError, BrokerError, OSError) as error:
-        raise broker_unavailable(repr(error)) from None
+    replayed, remaining = await walked(office.replay, request.queue, wanted, request.limit)
     return ReplayResult(queue=request.queue, replayed=replayed, remaining=remaining)
 
 
@@ -190,13 +202,10 @@ async def replay_dead_letters(request: ReplayRequest, office: DeadLetterOffice =
         **validation_response("message_ids", "List should have at least 1 item after validation, not 0",
                               "too_short"),
         **JSON_BODY_RESPONSES,
-        **UNAVAILABLE_RESPONSE,
+        **WALK_UNAVAILABLE,
     },
 )
 async def discard_dead_letters(request: DiscardRequest, office: DeadLetterOffice = Depends(get_office)
                                ) -> DiscardResult:
-    try:
-        discarded, remaining = await run_in_threadpool(office.discard, request.queue, set(request.message_ids))
-    except (AMQPError, BrokerError, OSError) as error:
-        raise broker_unavailable(repr(error)) from None
+    discarded, remaining = await walked(office.discard, request.queue, set(request.message_ids))
     return DiscardResult(queue=request.queue, discarded=discarded, remaining=remaining)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pika
 import pytest
 from dramatiq.message import Message
 
-from actors.dead_letters import DeadLetterOffice
+from actors.dead_letters import DeadLetterOffice, DeadLettersBusy
 from actors.publisher import ConfirmedRabbitmqBroker
 from tests.support.rabbit import REDIS_URL, create_vhost, delete_vhost, queue_state, vhost_url
 
@@ -71,3 +73,44 @@ def test_both_copies_of_a_dead_letter_held_twice_are_discarded_and_the_others_na
     discarded, remaining = office.discard("q", {first, second})
     assert sorted(discarded) == sorted([first, second]) and remaining == 0
     assert queue_state(vhost_url(vhost), "q.XQ")[0] == 0
+
+
+def test_a_replay_beside_a_listing_waits_its_turn_and_replays_every_named_letter(office):
+    """Without a turn, the replay would find none: the listing holds them all unacked."""
+    office, vhost = office
+    ids = dead_letters(vhost, 3)
+    refused = threading.Event()
+    replayer = DeadLetterOffice(office.broker, REDIS_URL, 30)
+    original_wait = replayer._wait_turn
+    replayer._wait_turn = lambda connection: (refused.set(), original_wait(connection))
+    answers = []
+    with office._walk("q") as channel:  # a listing in the middle of its page
+        for _ in ids:
+            assert channel.basic_get("q.XQ", auto_ack=False)[0] is not None
+        replay = threading.Thread(target=lambda: answers.append(replayer.replay("q", set(ids), 10)))
+        replay.start()
+        assert refused.wait(10), "the replay did not wait for the listing's turn"
+    replay.join(30)
+    assert not replay.is_alive()
+    replayed, remaining = answers[0]
+    assert sorted(replayed) == sorted(ids) and remaining == 0
+    assert queue_state(vhost_url(vhost), "q")[0] == 3
+
+
+def test_a_walk_that_cannot_get_its_turn_in_time_says_so_and_leaves_the_letters_in_place(office):
+    office, vhost = office
+    ids = dead_letters(vhost, 2)
+    impatient = DeadLetterOffice(office.broker, REDIS_URL, 0.3)
+    with office._walk("q"):
+        with pytest.raises(DeadLettersBusy, match="another listing, replay or discard"):
+            impatient.discard("q", set(ids))
+    assert [letter.message_id for letter in office.peek("q", 10)[1]] == ids, "the turn goes with its connection"
+
+
+def test_the_turn_is_given_back_when_its_connection_dies_without_closing(office):
+    office, vhost = office
+    dead_letters(vhost, 1)
+    connection = pika.BlockingConnection(pika.URLParameters(vhost_url(vhost)))
+    assert office._take_turn(connection, "q")
+    connection._impl._transport._sock.close()  # as a crashed API process leaves it: no connection.close
+    assert DeadLetterOffice(office.broker, REDIS_URL, 10).peek("q", 10)[0] == 1
