@@ -43,6 +43,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture()
 def stack(cluster, tmp_path):
+    cluster.restore()  # one test failing mid-fault must not fail the next ones too
     vhost = cluster.add_vhost("cluster")
     made = Stack(tmp_path, cluster.url(vhost), processes=2, threads=8, rabbitmq_queue_type="quorum")
     made.vhost = vhost
@@ -115,6 +116,20 @@ def wait_whole(cluster: Cluster, stack: Stack) -> None:
     wait_for(lambda: ready(stack).get("cluster") == "ok", timeout=15, what="/ready to say the cluster is whole")
 
 
+def stalled_report(stack: Stack, load: Load) -> str:
+    """What a stall looked like: answers so far, /status's queue and worker figures, the workers' last lines."""
+    statuses: dict[int, int] = {}
+    for _, answer in load.answers:
+        statuses[answer.status] = statuses.get(answer.status, 0) + 1
+    try:
+        status = stack.http.get("/status", timeout=10).json()
+        seen = {name: status.get(name) for name in ("cluster", "queues", "workers", "sink")}
+    except Exception as error:  # the report must not hide the stall behind its own failure
+        seen = {"error": repr(error)}
+    tail = "\n".join(stack.workers_log.read_text(errors="replace").splitlines()[-40:])
+    return f"answers: {statuses}; CSV at {written_bytes(stack)} bytes\n/status: {json.dumps(seen)[:3000]}\n{tail}"
+
+
 def under_load(cluster: Cluster, stack: Stack, fault: Callable[[Node], None], recover: Callable[[Node], None]) -> Load:
     load = Load(stack).start()
     wait_for(lambda: written_bytes(stack) > 500_000, timeout=60, what="rows flowing before the first fault")
@@ -126,8 +141,11 @@ def under_load(cluster: Cluster, stack: Stack, fault: Callable[[Node], None], re
         status = stack.http.get("/status", timeout=10).json()
         assert status["cluster"]["state"] == "degraded" and node_address(node) in status["cluster"]["down"]
         before = written_bytes(stack)
-        wait_for(lambda: written_bytes(stack) > before + 200_000, timeout=60, interval=0.5,
-                 what=f"rows still written while {node.name} is down")
+        try:
+            wait_for(lambda: written_bytes(stack) > before + 200_000, timeout=60, interval=0.5,
+                     what=f"rows still written while {node.name} is down")
+        except AssertionError as stalled:
+            raise AssertionError(f"{stalled}\n{stalled_report(stack, load)}") from None
         recover(node)
         wait_whole(cluster, stack)
     before = written_bytes(stack)

@@ -181,6 +181,16 @@ class Cluster:
             return {queue["name"]: len(queue.get("online") or []) for queue in json.loads(out or "[]")}
         return {}
 
+    def restore(self) -> None:
+        """Every node running again, as a test that failed between a fault and its recovery left them."""
+        down = [node for node in self.nodes if not (node.pid() and _alive(node.pid()))]
+        for node in down:
+            self.start_node(node)
+        for node in down:
+            self.await_node(node)
+        wait_for(lambda: self.running_nodes() == len(self.nodes), timeout=120, interval=1,
+                 what=f"all {len(self.nodes)} nodes running again")
+
     def log_tail(self, node: Node, lines: int = 30) -> str:
         log = node.directory / "log" / f"{node.name}.log"
         if not log.exists():
