@@ -23,6 +23,8 @@ import random
 import socket
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_all
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -67,28 +69,51 @@ def _address(url: str) -> tuple[str, int]:
 
 
 class NodeProbe:
-    """Which nodes accept a connection on their AMQP port, read at most once a second."""
+    """Which nodes accept a connection on their AMQP port, read at most once a second.
+
+    All nodes are probed at once, and a probe not done within `timeout` counts the node down:
+    `socket.create_connection`'s timeout covers the connect, not the name lookup before it, and
+    a resolver that does not answer would otherwise hold /ready for seconds per node. Each probe
+    is a daemon thread (a lookup hanging must not hold the process's exit), and a node's next
+    probe waits for its last one to end, so a hanging resolver holds one thread per node at most.
+    """
 
     def __init__(self, urls: list[str], timeout: float = 0.25):
         self.nodes = [_address(url) for url in urls]
         self.timeout = timeout
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, Any]] | None = None
+        self._probes: dict[tuple[str, int], Future] = {}
 
     @property
     def cluster(self) -> bool:
         return len(self.nodes) > 1
 
     def read(self) -> dict[str, Any]:
-        """{"state": "ok" | "degraded" | "down", "nodes": n, "down": ["host:port", ...]}; blocking."""
+        """{"state": "ok" | "degraded" | "down", "nodes": n, "down": ["host:port", ...]}; blocking,
+        for at most about `timeout`."""
         with self._lock:
             if self._cached is not None and time.monotonic() - self._cached[0] < CACHE_SECONDS:
                 return self._cached[1]
-            down = [f"{host}:{port}" for host, port in self.nodes if not self._accepts(host, port)]
+            probes = [self._probe(node) for node in self.nodes]
+            wait_all(probes, timeout=self.timeout + 0.05)
+            down = [f"{host}:{port}" for (host, port), probe in zip(self.nodes, probes)
+                    if not (probe.done() and probe.result())]
             state = "ok" if not down else "down" if len(down) == len(self.nodes) else "degraded"
             answer = {"state": state, "nodes": len(self.nodes), "down": down}
             self._cached = (time.monotonic(), answer)
             return answer
+
+    def _probe(self, node: tuple[str, int]) -> Future:
+        """A new probe of `node`, or its last one while that still runs (a lookup not answered)."""
+        last = self._probes.get(node)
+        if last is not None and not last.done():
+            return last
+        probe: Future = Future()
+        threading.Thread(target=lambda: probe.set_result(self._accepts(*node)),
+                         name=f"node-probe {node[0]}:{node[1]}", daemon=True).start()
+        self._probes[node] = probe
+        return probe
 
     def _accepts(self, host: str, port: int) -> bool:
         try:

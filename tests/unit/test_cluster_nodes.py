@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
+import time
 
 import pytest
 
@@ -62,3 +64,33 @@ def test_the_probe_names_the_nodes_that_do_not_accept_a_connection():
     finally:
         listening.close()
     assert NodeProbe([f"amqp://127.0.0.1:{up}/v"]).read()["state"] == "down"
+
+
+def test_a_node_whose_name_does_not_resolve_in_time_is_down_and_holds_the_probe_no_longer_than_its_timeout(monkeypatch):
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    up = listening.getsockname()[1]
+    answer_lookup = threading.Event()
+    real = socket.getaddrinfo
+
+    def lookup(host, *args, **kwargs):
+        if host == "stuck.example":  # a resolver that does not answer (create_connection's timeout misses it)
+            answer_lookup.wait(30)
+            raise socket.gaierror("no answer")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    probe = NodeProbe(["amqp://stuck.example:5672/v", f"amqp://127.0.0.1:{up}/v", "amqp://stuck.example:5673/v"],
+                      timeout=0.3)
+    try:
+        started = time.monotonic()
+        assert probe.read() == {"state": "degraded", "nodes": 3, "down": ["stuck.example:5672", "stuck.example:5673"]}
+        assert time.monotonic() - started < 1.0, "the nodes are probed at once, each within the timeout"
+        probe._cached = None
+        assert probe.read()["down"] == ["stuck.example:5672", "stuck.example:5673"]
+        stuck = [thread for thread in threading.enumerate() if thread.name.startswith("node-probe stuck.example")]
+        assert len(stuck) == 2 and all(thread.daemon for thread in stuck), "one hanging lookup per node, at most"
+    finally:
+        answer_lookup.set()
+        listening.close()
