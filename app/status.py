@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from functools import lru_cache
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -49,13 +50,13 @@ class QueueProbe:
             self._channel = self._connection.channel()
         return self._channel
 
-    def declare(self, queue: str) -> tuple[int, int]:
-        """(ready messages, consumers); (0, 0) for a queue that does not exist yet."""
+    def declare(self, queue: str) -> tuple[int, int] | None:
+        """(ready messages, consumers); None for a queue that does not exist yet."""
         try:
             frame = self._open_channel().queue_declare(queue, passive=True)
         except ChannelClosedByBroker as error:
             if error.reply_code == 404:
-                return 0, 0
+                return None
             raise
         return frame.method.message_count, frame.method.consumer_count
 
@@ -69,9 +70,20 @@ class QueueProbe:
 
 
 class StatusReader:
+    """The figures of /status and the console's charts, read from RabbitMQ and Redis.
+
+    A queue not there yet (no worker has started, nothing was sent) reads as empty, and is
+    declared once through `declare` (the broker's, with the configured arguments), as sending to it
+    would: each passive declare of a missing queue costs a closed channel and a warning in
+    pika's and RabbitMQ's logs, and the history samples every few seconds.
+    """
+
     def __init__(self, parameters: pika.ConnectionParameters | list[pika.ConnectionParameters], redis_url: str,
-                 namespace: str, queues: list[str], nodes: NodeProbe | None = None):
+                 namespace: str, queues: list[str], nodes: NodeProbe | None = None,
+                 declare: Callable[[str], None] | None = None):
         self.probe = QueueProbe(parameters)
+        self.declare = declare
+        self._declared: set[str] = set()
         self.nodes = nodes
         self.redis_url = redis_url
         self.namespace = namespace
@@ -114,12 +126,17 @@ class StatusReader:
             try:
                 queues = {}
                 for queue in self.queues:
-                    ready, consumers = self.probe.declare(queue)
+                    main = self.probe.declare(queue)
+                    if main is None:  # its delay and dead-letter queues are declared after it
+                        self._declare_missing(queue)
+                        queues[queue] = {"ready": 0, "consumers": 0, "delayed": 0, "dead_letters": 0}
+                        continue
+                    delayed, dead = self.probe.declare(dq_name(queue)), self.probe.declare(xq_name(queue))
                     queues[queue] = {
-                        "ready": ready,
-                        "consumers": consumers,
-                        "delayed": self.probe.declare(dq_name(queue))[0],
-                        "dead_letters": self.probe.declare(xq_name(queue))[0],
+                        "ready": main[0],
+                        "consumers": main[1],
+                        "delayed": delayed[0] if delayed else 0,
+                        "dead_letters": dead[0] if dead else 0,
                     }
                 return queues, "ok"
             except (AMQPError, OSError) as error:
@@ -127,6 +144,15 @@ class StatusReader:
                 failure = f"unavailable: {error!r}"
         logger.warning("status: RabbitMQ {}", failure)
         return {}, failure
+
+    def _declare_missing(self, queue: str) -> None:
+        if self.declare is None or queue in self._declared:
+            return
+        self._declared.add(queue)  # once: a queue deleted by hand is not made again by reading
+        try:
+            self.declare(queue)
+        except Exception as error:  # read again next time; the figures say 0 meanwhile
+            logger.debug("status: queue {} not declared ({!r})", queue, error)
 
     def _totals(self) -> tuple[dict[str, Any], str]:
         try:

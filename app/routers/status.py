@@ -123,6 +123,7 @@ def get_reader() -> StatusReader:
     return StatusReader(
         broker.parameters, settings.redis_url, namespace_for(settings.rabbitmq_url),
         [INGEST_QUEUE, TASKS_QUEUE, TRAINING_QUEUE, PREDICTIONS_QUEUE], cluster_probe(),
+        declare=lambda queue: broker.declare_queue(queue, ensure=True),
     )
 
 
