@@ -91,12 +91,14 @@ class NodeProbe:
 
     def read(self) -> dict[str, Any]:
         """{"state": "ok" | "degraded" | "down", "nodes": n, "down": ["host:port", ...]}; blocking,
-        for at most about `timeout`."""
+        for at most about twice `timeout`."""
         with self._lock:
             if self._cached is not None and time.monotonic() - self._cached[0] < CACHE_SECONDS:
                 return self._cached[1]
             probes = [self._probe(node) for node in self.nodes]
-            wait_all(probes, timeout=self.timeout + 0.05)
+            # Two connect timeouts: a name with two addresses, the first silently dropped (an
+            # unrouted IPv6 beside a working IPv4), still reads as up.
+            wait_all(probes, timeout=2 * self.timeout + 0.1)
             down = [f"{host}:{port}" for (host, port), probe in zip(self.nodes, probes)
                     if not (probe.done() and probe.result())]
             state = "ok" if not down else "down" if len(down) == len(self.nodes) else "degraded"
@@ -119,5 +121,5 @@ class NodeProbe:
         try:
             with socket.create_connection((host, port), timeout=self.timeout):
                 return True
-        except OSError:
+        except Exception:  # OSError, and e.g. UnicodeError from a name IDNA refuses: down either way
             return False

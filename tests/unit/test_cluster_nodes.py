@@ -86,7 +86,7 @@ def test_a_node_whose_name_does_not_resolve_in_time_is_down_and_holds_the_probe_
     try:
         started = time.monotonic()
         assert probe.read() == {"state": "degraded", "nodes": 3, "down": ["stuck.example:5672", "stuck.example:5673"]}
-        assert time.monotonic() - started < 1.0, "the nodes are probed at once, each within the timeout"
+        assert time.monotonic() - started < 1.5, "the nodes are probed at once, each within two timeouts"
         probe._cached = None
         assert probe.read()["down"] == ["stuck.example:5672", "stuck.example:5673"]
         stuck = [thread for thread in threading.enumerate() if thread.name.startswith("node-probe stuck.example")]
