@@ -118,7 +118,10 @@ class DeadLetterOffice:
                 self._wait_turn(connection)
             yield connection.channel()
         finally:
-            connection.close()  # unacked gets go back to the queue, in order; the turn goes too
+            try:
+                connection.close()  # unacked gets go back to the queue, in order; the turn goes too
+            except pika.exceptions.AMQPError:
+                pass  # lost already (and so are its turn and its unacked gets): the first error is the answer
 
     @staticmethod
     def _take_turn(connection: pika.BlockingConnection, queue: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Annotated, Any, Literal, Optional
 
 from dramatiq.errors import BrokerError
@@ -135,15 +137,34 @@ def get_office() -> DeadLetterOffice:
     return DeadLetterOffice(broker, settings.redis_url, settings.publish_timeout_seconds)
 
 
-async def walked(step, *args):
-    """`step(*args)`, one of the office's walks, in a thread; a broker down or a queue whose dead
-    letters another walk holds answers 503 with Retry-After."""
+#: Per event loop, per queue: this process's walks of one queue wait their turn here, not each
+#: in a thread of the pool that every blocking route shares (a few open consoles would fill it).
+_TURNS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]]" = weakref.WeakKeyDictionary()
+
+
+def _busy(text: str) -> HTTPException:
+    return HTTPException(503, detail=text, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+async def walked(office: DeadLetterOffice, queue: str, step, *args):
+    """`step(queue, *args)`, one of the office's walks, in a thread once this process's turn for
+    `queue` comes (the office then takes the broker's, for every process); a broker down or a
+    turn not had within the office's timeout answers 503 with Retry-After."""
+    turns = _TURNS.setdefault(asyncio.get_running_loop(), {})
+    turn = turns.setdefault(queue, asyncio.Lock())
     try:
-        return await run_in_threadpool(step, *args)
+        await asyncio.wait_for(turn.acquire(), office.timeout)
+    except asyncio.TimeoutError:
+        raise _busy(f"another listing, replay or discard of {queue}'s dead letters held them for "
+                    f"{office.timeout:g} s; retry when it is done") from None
+    try:
+        return await run_in_threadpool(step, queue, *args)
     except DeadLettersBusy as busy:
-        raise HTTPException(503, detail=str(busy), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        raise _busy(str(busy)) from None
     except (AMQPError, BrokerError, OSError) as error:
         raise broker_unavailable(repr(error)) from None
+    finally:
+        turn.release()
 
 
 @router.get(
@@ -167,7 +188,7 @@ async def list_dead_letters(
     office: DeadLetterOffice = Depends(get_office),
 ) -> DeadLetterList:
     max_bytes = get_settings().max_dead_letter_page_bytes
-    count, letters, next_offset = await walked(office.peek, queue, limit, offset, max_bytes)
+    count, letters, next_offset = await walked(office, queue, office.peek, limit, offset, max_bytes)
     return DeadLetterList(queue=queue, count=count, messages=[DeadLetterOut(**vars(letter)) for letter in letters],
                           next_offset=next_offset)
 
@@ -187,7 +208,7 @@ async def list_dead_letters(
 )
 async def replay_dead_letters(request: ReplayRequest, office: DeadLetterOffice = Depends(get_office)) -> ReplayResult:
     wanted = set(request.message_ids) if request.message_ids is not None else None
-    replayed, remaining = await walked(office.replay, request.queue, wanted, request.limit)
+    replayed, remaining = await walked(office, request.queue, office.replay, wanted, request.limit)
     return ReplayResult(queue=request.queue, replayed=replayed, remaining=remaining)
 
 
@@ -207,5 +228,5 @@ async def replay_dead_letters(request: ReplayRequest, office: DeadLetterOffice =
 )
 async def discard_dead_letters(request: DiscardRequest, office: DeadLetterOffice = Depends(get_office)
                                ) -> DiscardResult:
-    discarded, remaining = await walked(office.discard, request.queue, set(request.message_ids))
+    discarded, remaining = await walked(office, request.queue, office.discard, set(request.message_ids))
     return DiscardResult(queue=request.queue, discarded=discarded, remaining=remaining)
