@@ -35,6 +35,10 @@ def cluster_probe() -> NodeProbe:
     return NodeProbe(node_urls(get_settings().rabbitmq_url))
 
 
+#: A queue whose declaration failed (the broker's publisher not connected yet) is tried again after this.
+DECLARE_RETRY_SECONDS = 30.0
+
+
 class QueueProbe:
     """Ready messages and consumers of queues, over one lazily (re)opened connection."""
 
@@ -84,6 +88,7 @@ class StatusReader:
         self.probe = QueueProbe(parameters)
         self.declare = declare
         self._declared: set[str] = set()
+        self._declare_tried: dict[str, float] = {}
         self.nodes = nodes
         self.redis_url = redis_url
         self.namespace = namespace
@@ -146,13 +151,23 @@ class StatusReader:
         return {}, failure
 
     def _declare_missing(self, queue: str) -> None:
+        """Declare `queue` in a thread of its own (the broker's publisher may still be connecting,
+        and a reading must not wait for it), once it works; a failed try is tried again after
+        DECLARE_RETRY_SECONDS."""
         if self.declare is None or queue in self._declared:
             return
-        self._declared.add(queue)  # once: a queue deleted by hand is not made again by reading
-        try:
-            self.declare(queue)
-        except Exception as error:  # read again next time; the figures say 0 meanwhile
-            logger.debug("status: queue {} not declared ({!r})", queue, error)
+        if time.monotonic() - self._declare_tried.get(queue, -DECLARE_RETRY_SECONDS) < DECLARE_RETRY_SECONDS:
+            return
+        self._declare_tried[queue] = time.monotonic()
+
+        def declare() -> None:
+            try:
+                self.declare(queue)
+                self._declared.add(queue)  # for good: a queue deleted by hand is not made again by reading
+            except Exception as error:  # the figures say 0 meanwhile
+                logger.debug("status: queue {} not declared yet ({!r})", queue, error)
+
+        threading.Thread(target=declare, name=f"status-declare {queue}", daemon=True).start()
 
     def _totals(self) -> tuple[dict[str, Any], str]:
         try:

@@ -8,6 +8,7 @@ import pytest
 from actors.publisher import ConfirmedRabbitmqBroker
 from app.status import StatusReader
 from tests.support.rabbit import REDIS_URL, create_vhost, delete_vhost, queue_state, vhost_url
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture()
@@ -32,6 +33,7 @@ def test_a_queue_not_there_yet_reads_empty_and_is_declared_so_the_next_reading_f
         assert {name: first[name] for name in ("ready", "consumers", "delayed", "dead_letters")} == {
             "ready": 0, "consumers": 0, "delayed": 0, "dead_letters": 0}
         assert missing == ["ingest"], "its delay and dead-letter queues are not asked for while it is missing"
+        wait_for(lambda: "ingest" in reader._declared, timeout=15, what="the reader's declaration of ingest")
         assert declared == ["ingest"]
         for name in ("ingest", "ingest.DQ", "ingest.XQ"):
             assert queue_state(vhost_url(vhost), name) == (0, 0)
