@@ -126,7 +126,10 @@ def stalled_report(stack: Stack, load: Load) -> str:
         seen = {name: status.get(name) for name in ("cluster", "queues", "workers", "sink")}
     except Exception as error:  # the report must not hide the stall behind its own failure
         seen = {"error": repr(error)}
-    tail = "\n".join(stack.workers_log.read_text(errors="replace").splitlines()[-40:])
+    try:
+        tail = "\n".join(stack.workers_log.read_text(errors="replace").splitlines()[-40:])
+    except OSError as error:
+        tail = f"(no workers' log: {error!r})"
     return f"answers: {statuses}; CSV at {written_bytes(stack)} bytes\n/status: {json.dumps(seen)[:3000]}\n{tail}"
 
 

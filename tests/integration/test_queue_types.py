@@ -6,10 +6,12 @@ import json
 import random
 import subprocess
 
+import pika
 import pytest
 from dramatiq.message import Message
 
 from actors.publisher import ConfirmedRabbitmqBroker, QueueTypeDiffers
+from actors.publisher import server_version as parsed_version
 from tests.support.csv_check import assert_rows_match, wait_for_rows
 from tests.support.payloads import random_payload
 from tests.support.rabbit import create_vhost, delete_vhost, queue_state, vhost_url
@@ -35,6 +37,14 @@ def declared(vhost: str) -> dict[str, dict]:
             for queue in json.loads(listing)}
 
 
+def server_version(vhost: str) -> tuple[int, ...]:
+    connection = pika.BlockingConnection(pika.URLParameters(vhost_url(vhost)))
+    try:
+        return parsed_version(connection._impl.server_properties)
+    finally:
+        connection.close()
+
+
 def broker_for(vhost: str, queue_type: str) -> ConfirmedRabbitmqBroker:
     return ConfirmedRabbitmqBroker(url=vhost_url(vhost), middleware=[], publish_timeout=10, max_queue_messages=5,
                                    queue_type=queue_type, max_deliveries=3)
@@ -58,8 +68,10 @@ def test_quorum_queues_get_a_delivery_limit_and_at_least_once_dead_lettering_and
     main, delay = queues["q"], queues["q.DQ"]
     assert main["x-delivery-limit"] == 4 and main["x-dead-letter-strategy"] == "at-least-once"
     assert main["x-max-length"] == 10 and main["x-overflow"] == "reject-publish"
-    assert "x-delivery-limit" not in delay and "x-max-length" not in delay
-    assert "x-delivery-limit" not in queues["q.XQ"], "on 3.x, -1 would drop a dead letter at its first return"
+    # No limit: on 3.x no argument (-1 would drop at the first return), on 4.x -1 (else 20 by default).
+    unlimited = -1 if server_version(vhost) >= (4,) else None
+    assert delay.get("x-delivery-limit") == unlimited and queues["q.XQ"].get("x-delivery-limit") == unlimited
+    assert "x-max-length" not in delay
     assert delay["x-dead-letter-strategy"] == "at-least-once"
     assert queue_state(vhost_url(vhost), "q")[0] == 1
 

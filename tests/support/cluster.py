@@ -183,7 +183,7 @@ class Cluster:
 
     def restore(self) -> None:
         """Every node running again, as a test that failed between a fault and its recovery left them."""
-        down = [node for node in self.nodes if not (node.pid() and _alive(node.pid()))]
+        down = [node for node in self.nodes if not _runs(node)]
         for node in down:
             self.start_node(node)
         for node in down:
@@ -207,6 +207,18 @@ class Cluster:
             if pid:
                 wait_for(lambda: not _alive(pid), timeout=30, what=f"{node.name} to die")
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _runs(node: Node) -> bool:
+    """The node's VM is alive: its pid file names a live process started as that node (a pid left
+    in the file may belong to another process by now; the VM's command line does not name it)."""
+    pid = node.pid()
+    if not pid or not _alive(pid):
+        return False
+    try:
+        return f"RABBITMQ_NODENAME={node.name}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
