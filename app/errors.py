@@ -96,6 +96,14 @@ NOT_JSON_RESPONSE = {
 }
 #: Besides its 422: what a route behind `require_json` answers before it reads the body.
 JSON_BODY_RESPONSES = {**TOO_LARGE_RESPONSE, **NOT_JSON_RESPONSE}
+#: Every operation, /health and /ready too: the Host check answers before any route does.
+HOST_REFUSED_RESPONSE = {
+    400: {
+        "description": "The Host header is not one of ALLOWED_HOSTS (a page elsewhere pointing a DNS name at "
+        "this address is refused: DNS rebinding).",
+        "content": {"text/plain": {"schema": {"type": "string"}, "example": "Invalid host header"}},
+    }
+}
 KEY_REUSED_RESPONSE = {
     409: {
         "model": ErrorResponse,

@@ -9,7 +9,7 @@ from loguru import logger
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.auth import get_authenticator, requires
-from app.errors import install_error_handlers
+from app.errors import HOST_REFUSED_RESPONSE, install_error_handlers
 from app.json_route import OrjsonRoute
 from app.fast_ingest import FastIngest
 from app.limits import BodySizeLimit, ConcurrencyLimit, bulk_body_limits
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, *, fast_ingest: bool = True) ->
         version="0.1.0",
         # operationId = the route function's name: readable in generated clients, and what links name.
         generate_unique_id_function=lambda route: route.name,
+        responses=HOST_REFUSED_RESPONSE,  # a route's own 400 (a bad upload) is documented over it
         # Prometheus is the metrics path here; FastAPI's OpenTelemetry support is opt-in (OPENTELEMETRY).
         telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )

@@ -127,6 +127,18 @@ def test_every_response_is_described_and_every_json_one_has_an_example(path, met
 
 
 @pytest.mark.parametrize(("path", "method", "operation"), OPERATIONS)
+def test_every_operation_documents_the_400_of_a_host_not_allowed(path, method, operation):
+    assert "400" in operation["responses"], f"{label(path, method)}: the Host check's 400 is not documented"
+
+
+def test_a_host_not_allowed_is_answered_400_before_any_route_open_ones_included():
+    with TestClient(app) as client:
+        for path in ("/health", "/api/some-id"):
+            answer = client.get(path, headers={"host": "rebound.example"})
+            assert answer.status_code == 400 and answer.text == "Invalid host header", path
+
+
+@pytest.mark.parametrize(("path", "method", "operation"), OPERATIONS)
 def test_no_operation_promises_fastapis_default_validation_body(path, method, operation):
     """Our handler answers 422 as `ErrorResponse`; FastAPI documents its own shape unless told otherwise."""
     assert "HTTPValidationError" not in json.dumps(operation["responses"]), (
