@@ -47,6 +47,10 @@ RETRY_STATE_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta")
 class DeadLettersBusy(Exception):
     """Another listing, replay or discard held this queue's dead letters for the whole wait."""
 
+    def __init__(self, queue: str, waited: float):
+        super().__init__(f"another listing, replay or discard of {queue}'s dead letters held them for {waited:g} s; "
+                         "retry when it is done")
+
 
 def _reason_key(message_id: str) -> str:
     return f"dead-letter-reason:{message_id}"
@@ -113,8 +117,7 @@ class DeadLetterOffice:
             deadline = time.monotonic() + self.timeout
             while not self._take_turn(connection, queue):
                 if time.monotonic() >= deadline:
-                    raise DeadLettersBusy(f"another listing, replay or discard of {queue}'s dead letters held them "
-                                          f"for {self.timeout:g} s; retry when it is done")
+                    raise DeadLettersBusy(queue, self.timeout)
                 self._wait_turn(connection)
             yield connection.channel()
         finally:

@@ -132,14 +132,15 @@ class StatusReader:
                 queues = {}
                 for queue in self.queues:
                     main = self.probe.declare(queue)
-                    if main is None:  # its delay and dead-letter queues are declared after it
+                    if main is None:
                         self._declare_missing(queue)
-                        queues[queue] = {"ready": 0, "consumers": 0, "delayed": 0, "dead_letters": 0}
-                        continue
-                    delayed, dead = self.probe.declare(dq_name(queue)), self.probe.declare(xq_name(queue))
+                        delayed = dead = None  # its delay and dead-letter queues are declared after it
+                    else:
+                        delayed, dead = self.probe.declare(dq_name(queue)), self.probe.declare(xq_name(queue))
+                    ready, consumers = main or (0, 0)
                     queues[queue] = {
-                        "ready": main[0],
-                        "consumers": main[1],
+                        "ready": ready,
+                        "consumers": consumers,
                         "delayed": delayed[0] if delayed else 0,
                         "dead_letters": dead[0] if dead else 0,
                     }

@@ -142,8 +142,8 @@ def get_office() -> DeadLetterOffice:
 _TURNS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]]" = weakref.WeakKeyDictionary()
 
 
-def _busy(text: str) -> HTTPException:
-    return HTTPException(503, detail=text, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+def _busy(busy: DeadLettersBusy) -> HTTPException:
+    return HTTPException(503, detail=str(busy), headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 async def walked(office: DeadLetterOffice, queue: str, step, *args):
@@ -155,12 +155,11 @@ async def walked(office: DeadLetterOffice, queue: str, step, *args):
     try:
         await asyncio.wait_for(turn.acquire(), office.timeout)
     except asyncio.TimeoutError:
-        raise _busy(f"another listing, replay or discard of {queue}'s dead letters held them for "
-                    f"{office.timeout:g} s; retry when it is done") from None
+        raise _busy(DeadLettersBusy(queue, office.timeout)) from None
     try:
         return await run_in_threadpool(step, queue, *args)
-    except DeadLettersBusy as busy:
-        raise _busy(str(busy)) from None
+    except DeadLettersBusy as busy:  # this process had its turn, another process had the broker's
+        raise _busy(busy) from None
     except (AMQPError, BrokerError, OSError) as error:
         raise broker_unavailable(repr(error)) from None
     finally:
