@@ -6,12 +6,13 @@ per publish, and on a connection error it retries up to six times. Under load
 that burns CPU in pika's polling, and when RabbitMQ is down or hung a request
 thread can wait far longer than a client should.
 
-Here one thread owns one `SelectConnection`. Callers hand it messages and wait
-on a future: many publishes are in flight at once and RabbitMQ acknowledges
-them together (`multiple=True`). When the connection is down a publish fails at
-once, without a network round trip; when RabbitMQ does not confirm in time it
-fails after `timeout`. The thread reconnects on its own, so the API recovers
-without a restart.
+Here one loop owns one connection: in the API the event loop its requests run
+on, elsewhere a thread of the publisher's own (actors/publisher_loops.py).
+Callers hand it messages and wait on a future: many publishes are in flight at
+once and RabbitMQ acknowledges them together (`multiple=True`). When the
+connection is down a publish fails at once, without a network round trip; when
+RabbitMQ does not confirm in time it fails after `timeout`. The publisher
+reconnects on its own, so the API recovers without a restart.
 
 What is in flight (waiting in the outbox, or sent and not yet confirmed) is
 bounded in bytes: a RabbitMQ that is slow, not down, would otherwise let the
@@ -37,13 +38,16 @@ command that adds the bound in place.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 import os
 import re
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
+from concurrent.futures import InvalidStateError as FutureInvalidState
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Optional
 
@@ -54,10 +58,10 @@ from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import ConnectionClosed, ConnectionFailed
 from dramatiq.message import Message
 from loguru import logger
-from pika.adapters.select_connection import IOLoop
 
 from actors.consumer import BatchedAckConsumer
 from actors.hooks import OverriddenHooksOnly
+from actors.publisher_loops import EventLoop, OwnThread
 
 #: Pause between reconnection attempts; short, because clients are waiting.
 RECONNECT_DELAY_SECONDS = 0.5
@@ -112,14 +116,14 @@ DEPTH_PROBE_SECONDS = 0.5
 DEPTH_STALE_SECONDS = 5.0
 
 
-def _settle(future: Future, error: BaseException | None = None) -> None:
-    """Resolve a future that a waiter may already have cancelled (its timeout)."""
+def _settle(future: Future | asyncio.Future, error: BaseException | None = None) -> None:
+    """Resolve a future (a thread's or an event loop's) that a waiter may already have cancelled."""
     try:
         if error is None:
             future.set_result(None)
         else:
             future.set_exception(error)
-    except InvalidStateError:
+    except (FutureInvalidState, asyncio.InvalidStateError):
         pass
 
 
@@ -129,27 +133,47 @@ def server_version(properties: dict) -> tuple[int, ...]:
     return tuple(int(part) for part in found.groups() if part is not None) if found else ()
 
 
+def _fails_the_connection(callback):
+    """For the callbacks pika calls on the loop: one that raises drops the connection, and the publisher
+    connects again. pika runs them bare, so the error would otherwise end its I/O loop (a thread of
+    our own) or be logged by asyncio and leave the connection half-handled (the API's loop)."""
+
+    @functools.wraps(callback)
+    def guarded(self, *args: Any) -> Any:
+        try:
+            return callback(self, *args)
+        except Exception as error:
+            logger.error("RabbitMQ publisher's {} failed ({!r}); connecting again", callback.__name__, error)
+            self._loop.call_soon_threadsafe(functools.partial(self._drop_connection, error))
+            return None
+
+    return guarded
+
+
 class ConfirmedPublisher:
     """Publishes from any thread over one connection, with pipelined confirms.
 
-    All pika calls run on the publisher's own I/O loop thread; other threads
-    only append to an outbox and wake the loop (pika is not thread-safe).
+    All pika calls run on the publisher's loop (actors/publisher_loops.py): a thread of its own,
+    or, given `loop`, that event loop. A caller on the loop's thread publishes directly and gets
+    a future of that loop; other threads append to an outbox, wake the loop, and get a
+    `concurrent.futures.Future` (pika is not thread-safe).
     """
 
-    def __init__(self, parameters: list[pika.ConnectionParameters], max_in_flight_bytes: int = 64 * 1024 * 1024):
+    def __init__(self, parameters: list[pika.ConnectionParameters], max_in_flight_bytes: int = 64 * 1024 * 1024,
+                 loop: Optional[asyncio.AbstractEventLoop] = None):
         self.max_in_flight_bytes = max_in_flight_bytes
         #: Bytes in the outbox or sent and unconfirmed (guarded by the outbox lock).
         self.in_flight_bytes = 0
         self._parameters = itertools.cycle(parameters)  # a cluster: try the next node on reconnect
-        self._ioloop = IOLoop()
-        self._connection: Optional[pika.SelectConnection] = None
+        self._loop = EventLoop(loop) if loop is not None else OwnThread(self._run)
+        self._connection: Optional[pika.connection.Connection] = None
         self._channel = None
         self._ready = threading.Event()
         self.last_error: str = "not connected yet"
         self.ever_connected = False
         #: RabbitMQ's version as (major, minor, patch), from the connection's handshake; () before it.
         self.server_version: tuple[int, ...] = ()
-        # Loop-thread state: delivery tag -> (future, message id, bytes); futures of declares.
+        # Loop state: delivery tag -> (future, message id, bytes); futures of declares.
         self._unconfirmed: dict[int, tuple[Future, str, int]] = {}
         self._declares: list[Future] = []
         self._returned: set[str] = set()
@@ -158,14 +182,16 @@ class ConfirmedPublisher:
         self._outbox_lock = threading.Lock()
         self._drain_scheduled = False
         self._closing = False
+        #: Set once a close has finished (the connection closed, or there was none).
+        self.closed = threading.Event()
         #: (ready messages, time.monotonic() of the reading) per watched queue (the loop writes).
         self.depths: dict[str, tuple[int, float]] = {}
         self._watched: set[str] = set()
         self._probe_channel = None
         #: Queues whose passive declare is unanswered, in the order sent (RabbitMQ answers in order).
         self._probing: deque[str] = deque()
-        self._thread = threading.Thread(target=self._run, name="amqp-publisher", daemon=True)
-        self._thread.start()
+        self._loop.call_soon_threadsafe(self._connect)
+        self._loop.start()
 
     # -- any thread ---------------------------------------------------------
 
@@ -173,10 +199,17 @@ class ConfirmedPublisher:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def on_loop(self) -> bool:
+        """True on the thread the publisher's pika I/O runs on, where nothing may wait for it."""
+        return self._loop.on_loop()
+
     def wait_ready(self, timeout: float) -> bool:
+        if self._loop.on_loop():
+            return self._ready.is_set()  # waiting here would stop the very loop that connects
         return self._ready.wait(timeout)
 
-    def publish(self, routing_key: str, body: bytes, properties: pika.BasicProperties) -> Future:
+    def publish(self, routing_key: str, body: bytes, properties: pika.BasicProperties) -> Future | asyncio.Future:
         """Queue one persistent message; the future resolves when RabbitMQ confirms it."""
         if not self._ready.is_set():
             raise ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}")
@@ -185,20 +218,16 @@ class ConfirmedPublisher:
                 raise PublisherBusy(f"{self.in_flight_bytes} bytes already wait for RabbitMQ's confirms "
                                     "(MAX_PUBLISH_IN_FLIGHT_BYTES): it is slow")
             self.in_flight_bytes += len(body)
-        future: Future = Future()
-        self._submit(("publish", routing_key, body, properties, future))
-        return future
+        return self._submit(("publish", routing_key, body, properties))
 
     def _release(self, size: int) -> None:
         with self._outbox_lock:
             self.in_flight_bytes -= size
 
-    def declare(self, queue: str, arguments: dict[str, Any]) -> Future:
+    def declare(self, queue: str, arguments: dict[str, Any]) -> Future | asyncio.Future:
         if not self._ready.is_set():
             raise ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}")
-        future: Future = Future()
-        self._submit(("declare", queue, arguments, future))
-        return future
+        return self._submit(("declare", queue, arguments))
 
     def watch(self, queue: str) -> None:
         """Read this (declared) queue's depth from now on, into `depths`."""
@@ -211,24 +240,41 @@ class ConfirmedPublisher:
         return count if time.monotonic() - read_at < DEPTH_STALE_SECONDS else None
 
     def close(self) -> None:
+        """Close the connection; `closed` is set once it is. Safe on a loop that has stopped."""
         self._closing = True
-        self._ioloop.add_callback_threadsafe(self._shutdown)
+        try:
+            self._loop.call_soon_threadsafe(self._shutdown)
+        except RuntimeError:  # the event loop is closed already, and the connection with it
+            self.closed.set()
 
-    def _submit(self, item: tuple) -> None:
+    async def aclose(self, timeout: float) -> bool:
+        """`close`, then wait up to `timeout` without blocking the event loop (which may be the one
+        doing the closing), so RabbitMQ sees a clean close rather than a dropped socket."""
+        self.close()
+        return await asyncio.to_thread(self.closed.wait, timeout)
+
+    def _submit(self, item: tuple) -> Future | asyncio.Future:
+        """On the loop's thread, send at once; from another, through the outbox and one wake-up."""
+        if self._loop.on_loop():
+            future = self._loop.new_future()
+            self._send((*item, future))
+            return future
+        future = Future()
         with self._outbox_lock:
-            self._outbox.append(item)
+            self._outbox.append((*item, future))
             if self._drain_scheduled:
-                return
+                return future
             self._drain_scheduled = True
-        self._ioloop.add_callback_threadsafe(self._drain)
+        self._loop.call_soon_threadsafe(self._drain)
+        return future
 
-    # -- the I/O loop thread --------------------------------------------------
+    # -- the loop's thread ----------------------------------------------------
 
     def _run(self) -> None:
-        self._ioloop.add_callback_threadsafe(self._connect)
+        """A thread of our own: run pika's I/O loop until closed."""
         while True:
             try:
-                self._ioloop.start()
+                self._loop.ioloop.start()
                 return  # stopped: closed
             except Exception as error:
                 # pika runs loop callbacks bare, so one that raised ends the loop: what is in
@@ -247,25 +293,28 @@ class ConfirmedPublisher:
         except Exception:
             pass
         if not self._closing:
-            self._ioloop.call_later(RECONNECT_DELAY_SECONDS, self._connect)
+            self._loop.call_later(RECONNECT_DELAY_SECONDS, self._connect)
 
     def _connect(self) -> None:
         if self._closing:
             return
+        if self._connection is not None and not self._connection.is_closed:
+            return  # two failures in a row each asked for a reconnect: one connection is made
         try:
-            self._connect_once()
+            self._connection = self._loop.connect(
+                next(self._parameters),
+                on_open_callback=self._on_connection_open,
+                on_open_error_callback=self._on_connection_lost,
+                on_close_callback=self._on_connection_lost,
+            )
         except Exception as error:  # e.g. an unresolvable host: retry like any lost connection
             self._on_connection_lost(None, error)
 
-    def _connect_once(self) -> None:
-        self._connection = pika.SelectConnection(
-            next(self._parameters),
-            on_open_callback=lambda connection: connection.channel(on_open_callback=self._on_channel_open),
-            on_open_error_callback=self._on_connection_lost,
-            on_close_callback=self._on_connection_lost,
-            custom_ioloop=self._ioloop,
-        )
+    @_fails_the_connection
+    def _on_connection_open(self, connection) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
 
+    @_fails_the_connection
     def _on_channel_open(self, channel) -> None:
         self._channel = channel
         self._tags = itertools.count(1)
@@ -273,13 +322,14 @@ class ConfirmedPublisher:
         channel.add_on_return_callback(self._on_returned)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
 
+    @_fails_the_connection
     def _on_confirm_mode(self, _frame) -> None:
         if self._connection is not None:
             self.server_version = server_version(self._connection.server_properties)
         if self.ever_connected:
             logger.info("RabbitMQ publisher connected again")
         else:
-            self._ioloop.call_later(DEPTH_PROBE_SECONDS, self._probe_depths)
+            self._loop.call_later(DEPTH_PROBE_SECONDS, self._probe_depths)
         self.ever_connected = True
         self.last_error = ""
         self._ready.set()
@@ -287,7 +337,7 @@ class ConfirmedPublisher:
     def _probe_depths(self) -> None:
         if self._closing:
             return
-        self._ioloop.call_later(DEPTH_PROBE_SECONDS, self._probe_depths)
+        self._loop.call_later(DEPTH_PROBE_SECONDS, self._probe_depths)
         try:
             self._probe_once()
         except Exception as error:  # the readings go stale, and the bound is then not applied
@@ -312,6 +362,7 @@ class ConfirmedPublisher:
     def _on_probe_channel_open(self, channel) -> None:
         channel.add_on_close_callback(self._on_probe_channel_closed)
 
+    @_fails_the_connection
     def _on_probe_channel_closed(self, _channel, reason: BaseException) -> None:
         """A queue deleted under us closes the channel with 404, and the declares after its own go
         unanswered: it is no longer watched (declaring it again watches it again), and the next
@@ -324,6 +375,7 @@ class ConfirmedPublisher:
         self._probe_channel = None
         self._probing.clear()
 
+    @_fails_the_connection
     def _depth(self, queue: str, frame) -> None:
         if self._probing and self._probing[0] == queue:
             self._probing.popleft()
@@ -336,10 +388,11 @@ class ConfirmedPublisher:
         self._probing.clear()
         self._fail_in_flight(reason)
         if not self._closing:
-            self._ioloop.call_later(RECONNECT_DELAY_SECONDS, self._connect)
+            self._loop.call_later(RECONNECT_DELAY_SECONDS, self._connect)
         else:
-            self._ioloop.stop()
+            self._finish_closing()
 
+    @_fails_the_connection
     def _on_channel_closed(self, _channel, reason: BaseException) -> None:
         if (getattr(reason, "reply_code", None) == PRECONDITION_FAILED and self._declares
                 and "inequivalent arg" in str(getattr(reason, "reply_text", ""))):
@@ -365,47 +418,55 @@ class ConfirmedPublisher:
             _settle(future, error)
         self._returned.clear()
 
+    @_fails_the_connection
     def _drain(self) -> None:
         with self._outbox_lock:
             items = list(self._outbox)
             self._outbox.clear()
             self._drain_scheduled = False
         for item in items:
-            future = item[-1]
-            size = len(item[2]) if item[0] == "publish" else 0
-            if future.cancelled():
-                self._release(size)
-                continue  # its waiter gave up before we got to it: do not publish
-            if self._channel is None or not self._channel.is_open:
-                self._release(size)
-                _settle(future, ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}"))
-                continue
-            try:
-                if item[0] == "publish":
-                    _, routing_key, body, properties, _ = item
-                    # Tagged once sent: a publish that raised before going out took no tag of RabbitMQ's.
-                    self._channel.basic_publish("", routing_key, body, properties, mandatory=True)
-                    self._unconfirmed[next(self._tags)] = (future, properties.message_id, size)
-                    size = 0  # counted until its confirm, or the connection's loss
-                else:
-                    _, queue, arguments, _ = item
-                    self._declares.append(future)
-                    self._channel.queue_declare(
-                        queue, durable=True, arguments=arguments, callback=lambda _f, f=future: self._declared(f)
-                    )
-            except Exception as error:  # the channel broke under us; the close callback fails the rest
-                self._release(size)
-                _settle(future, ConnectionClosed(repr(error)))
+            self._send(item)
 
+    def _send(self, item: tuple) -> None:
+        """Publish or declare one item, whose last element is the future its caller waits on."""
+        future = item[-1]
+        size = len(item[2]) if item[0] == "publish" else 0
+        if future.cancelled():
+            self._release(size)
+            return  # its waiter gave up before we got to it: do not publish
+        if self._channel is None or not self._channel.is_open:
+            self._release(size)
+            _settle(future, ConnectionClosed(f"RabbitMQ connection is down: {self.last_error}"))
+            return
+        try:
+            if item[0] == "publish":
+                _, routing_key, body, properties, _ = item
+                # Tagged once sent: a publish that raised before going out took no tag of RabbitMQ's.
+                self._channel.basic_publish("", routing_key, body, properties, mandatory=True)
+                self._unconfirmed[next(self._tags)] = (future, properties.message_id, size)
+                size = 0  # counted until its confirm, or the connection's loss
+            else:
+                _, queue, arguments, _ = item
+                self._declares.append(future)
+                self._channel.queue_declare(
+                    queue, durable=True, arguments=arguments, callback=lambda _f, f=future: self._declared(f)
+                )
+        except Exception as error:  # the channel broke under us; the close callback fails the rest
+            self._release(size)
+            _settle(future, ConnectionClosed(repr(error)))
+
+    @_fails_the_connection
     def _declared(self, future: Future) -> None:
         if future in self._declares:
             self._declares.remove(future)
         _settle(future)
 
+    @_fails_the_connection
     def _on_returned(self, _channel, _method, properties, _body) -> None:
         # A return always precedes the confirm of the same message.
         self._returned.add(properties.message_id)
 
+    @_fails_the_connection
     def _on_confirm(self, frame) -> None:
         method = frame.method
         acked = isinstance(method, pika.spec.Basic.Ack)
@@ -431,9 +492,13 @@ class ConfirmedPublisher:
 
     def _shutdown(self) -> None:
         if self._connection is not None and self._connection.is_open:
-            self._connection.close()
+            self._connection.close()  # `_on_connection_lost` finishes
         else:
-            self._ioloop.stop()
+            self._finish_closing()
+
+    def _finish_closing(self) -> None:
+        self.closed.set()
+        self._loop.stop()
 
 
 def delivery_limit(limit: Optional[int], version: tuple[int, ...]) -> dict[str, Any]:
@@ -469,6 +534,8 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
         self._publisher: Optional[ConfirmedPublisher] = None
         self._publisher_pid: Optional[int] = None
         self._publisher_lock = threading.Lock()
+        #: The event loop this process's publisher runs on (`publish_on`); None: a thread of its own.
+        self._event_loop: Optional[asyncio.AbstractEventLoop] = None
 
     @property
     def consumer_class(self):
@@ -482,9 +549,31 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
             with self._publisher_lock:
                 if self._publisher_pid != os.getpid():
                     parameters = self.parameters if isinstance(self.parameters, list) else [self.parameters]
-                    self._publisher = ConfirmedPublisher(parameters, self.max_in_flight_bytes)
+                    loop = self._event_loop if self._event_loop is not None and not self._event_loop.is_closed() else None
+                    self._publisher = ConfirmedPublisher(parameters, self.max_in_flight_bytes, loop=loop)
                     self._publisher_pid = os.getpid()
         return self._publisher
+
+    def publish_on(self, loop: asyncio.AbstractEventLoop) -> ConfirmedPublisher:
+        """Run this process's publisher on `loop` (the API's, from its lifespan) from now on.
+
+        Requests then publish without crossing threads (actors/publisher_loops.py). A publisher
+        already running elsewhere (a thread, an earlier loop of the tests' clients) is closed.
+        """
+        with self._publisher_lock:
+            previous = self._publisher if self._publisher_pid == os.getpid() else None
+            self._event_loop = loop
+            self._publisher_pid = None
+        if previous is not None:
+            previous.close()
+        return self.publisher
+
+    def _refuse_on_loop(self, what: str) -> None:
+        """Before anything is sent: a blocking wait on the publisher's own loop would stop that loop
+        before the confirm came, for the whole timeout and for every request."""
+        if self.publisher.on_loop:
+            raise RuntimeError(f"{what} blocks, and this is the event loop the publisher runs on: await "
+                               "app.publishing.publish instead, or call it from a thread (run_in_threadpool)")
 
     def _await(self, future: Future, what: str) -> None:
         try:
@@ -496,6 +585,7 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
     def _ensure_queue(self, canonical_queue_name: str) -> None:
         if canonical_queue_name not in self.queues_pending:
             return
+        self._refuse_on_loop(f"declaring queue {canonical_queue_name}")
         publisher = self.publisher
         if not publisher.ever_connected:
             # Just started (a worker booting, the API's first request): allow one timeout to connect.
@@ -604,10 +694,11 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
         """True once `queue_name` is declared, so publishing it needs no round trip first."""
         return queue_name in self.queues and queue_name not in self.queues_pending
 
-    def publish_message(self, message: Message, *, delay: Optional[int] = None) -> Future:
+    def publish_message(self, message: Message, *, delay: Optional[int] = None) -> Future | asyncio.Future:
         """Hand a message to the publisher without blocking; the future resolves on confirm.
 
-        For callers on an event loop. Its queue must be declared already
+        For callers on an event loop: on the publisher's own (`publish_on`), an asyncio future of
+        it; from elsewhere a `concurrent.futures.Future`. Its queue must be declared already
         (`queue_ready`, or `declare_queue(name, ensure=True)` in a thread).
         Raises `ConnectionClosed` at once when RabbitMQ is unreachable.
         """
@@ -642,6 +733,7 @@ class ConfirmedRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
 
     def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
         """Dramatiq's blocking enqueue (actor.send, retries): publish and wait for the confirm."""
+        self._refuse_on_loop(f"sending message {message.message_id}")
         self.declare_queue(message.queue_name, ensure=True)
         future = self.publish_message(message, delay=delay)
         self._await(future, f"message {message.message_id}")

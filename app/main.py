@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -32,13 +33,13 @@ async def _connect_publisher(app: FastAPI):
 
     settings = get_settings()
     _warn_if_open(settings)
-    broker.publisher  # noqa: B018  (starts the publisher thread)
+    broker.publish_on(asyncio.get_running_loop())  # requests publish on their own thread (actors/publisher_loops.py)
     if settings.history_sample_seconds:
         get_history().start()
     yield
     await background_uploads.stop()
     get_history().stop()
-    broker.publisher.close()
+    await broker.publisher.aclose(timeout=settings.publish_timeout_seconds)
 
 
 def _warn_if_open(settings: Settings) -> None:

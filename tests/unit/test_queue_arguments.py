@@ -14,6 +14,7 @@ class RecordingPublisher:
     """Stands in for ConfirmedPublisher: every declare succeeds and is kept."""
 
     ever_connected = True
+    on_loop = False
 
     def __init__(self, version: tuple[int, ...]):
         self.server_version = version
