@@ -141,7 +141,7 @@ async def _publish_chunk(broker, messages: list, confirm_timeout: float) -> list
     remaining = len(futures)
     lock = threading.Lock()
 
-    def settled(index: int, _future: Future) -> None:  # on the publisher's thread
+    def settled(index: int, _future: Future) -> None:  # on the publisher's loop (the API's own, or a thread)
         nonlocal remaining
         confirm_seconds[index] = time.perf_counter() - started
         with lock:
