@@ -1,4 +1,5 @@
-"""actors/consumer.BatchedAckConsumer against the real broker: every ack arrives, bursts share a wake-up."""
+"""actors/consumer.BatchedAckConsumer against the real broker: every ack arrives, bursts share a wake-up,
+and a message of our size is read in a few reads, not ten."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import threading
 
 import pytest
 from dramatiq.message import Message
+from pika.adapters.utils.io_services_utils import _AsyncTransportBase
 
 from actors.publisher import ConfirmedRabbitmqBroker
 from tests.support.rabbit import create_vhost, delete_vhost, vhost_url
@@ -84,3 +86,24 @@ def test_an_unacked_message_is_redelivered(broker):
         assert next(again) is None  # and only that one
     finally:
         again.close()
+
+
+def test_a_40_kb_message_takes_a_few_socket_reads_not_ten(broker, monkeypatch):
+    """pika's own 4 KiB reads would take at least ten a message (actors/consumer.read_whole_messages)."""
+    broker.declare_queue("q", ensure=True)
+    count, body = 20, "x" * 40_000
+    for index in range(count):
+        broker.enqueue(Message(queue_name="q", actor_name="a", args=(index, body), kwargs={}, options={}))
+    consumer = broker.consume("q", prefetch=count, timeout=100)
+    reads = []
+    recv = _AsyncTransportBase._sigint_safe_recv
+    monkeypatch.setattr(_AsyncTransportBase, "_sigint_safe_recv",
+                        staticmethod(lambda sock, size: reads.append(data := recv(sock, size)) or data))
+    try:
+        messages = drain(consumer, count)
+    finally:
+        monkeypatch.undo()
+        consumer.close()
+    assert sorted(m.args[0] for m in messages) == list(range(count))
+    assert sum(map(len, reads)) >= count * 40_000
+    assert len(reads) <= 3 * count, f"{len(reads)} reads for {count} messages of 40 KB"
