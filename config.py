@@ -132,6 +132,14 @@ class Settings(BaseSettings):
         description="Host headers the API answers (space-separated; `*` for any): refuses DNS rebinding.",
     )
 
+    # Every service process (entrypoint_api.sh, entrypoint_dramatiq.sh).
+    malloc_trim_threshold_bytes: int = Field(
+        2 * 1024 * 1024, ge=0,
+        description="Free memory at the top of the heap glibc keeps for the next allocation instead of giving it "
+        "back (exported as MALLOC_TRIM_THRESHOLD_); 0: glibc's own default. At glibc's default every ~40 KB "
+        "message page-faulted its buffers in again (bench/RESULTS.md).",
+    )
+
     # Workers.
     worker_processes: int = Field(2, ge=1, description="Processes of the dramatiq CLI.")
     worker_threads: int = Field(8, ge=1, description="Worker threads per process.")

@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 eval "$("$PYTHON" -m config --shell)"
+# glibc reads it at start: keep the heap's free top for the next message (config.py, MALLOC_TRIM_THRESHOLD_BYTES).
+if [ "$MALLOC_TRIM_THRESHOLD_BYTES" != 0 ]; then export MALLOC_TRIM_THRESHOLD_="$MALLOC_TRIM_THRESHOLD_BYTES"; fi
 # Three worker groups, so no background task or training ever holds a thread the detections need:
 #   main (default): WORKER_QUEUES (ingest), WORKER_PROCESSES x WORKER_THREADS, PROMETHEUS_PORT
 #   tasks:          the tasks queue, TASK_WORKER_* and TASK_PROMETHEUS_PORT
