@@ -135,9 +135,10 @@ class Settings(BaseSettings):
     # Every service process (entrypoint_api.sh, entrypoint_dramatiq.sh).
     malloc_trim_threshold_bytes: int = Field(
         2 * 1024 * 1024, ge=0,
-        description="Free memory at the top of the heap glibc keeps for the next allocation instead of giving it "
-        "back (exported as MALLOC_TRIM_THRESHOLD_); 0: glibc's own default. At glibc's default every ~40 KB "
-        "message page-faulted its buffers in again (bench/RESULTS.md).",
+        description="Free memory at the top of each heap glibc keeps for the next allocation instead of giving "
+        "it back (exported as MALLOC_TRIM_THRESHOLD_, and half of it as MALLOC_MMAP_THRESHOLD_); 0: the "
+        "entrypoints leave both alone. At glibc's default every ~40 KB message page-faulted its buffers in "
+        "again (bench/RESULTS.md).",
     )
 
     # Workers.

@@ -39,7 +39,6 @@ from actors.encoding import OrjsonEncoder  # noqa: E402
 from actors.log_context import LogContext  # noqa: E402
 from actors.message_status import MessageLifecycle, StatusResultBackend, StatusWriter  # noqa: E402
 from actors.cluster import node_urls, shuffled  # noqa: E402
-from actors.consumer import read_whole_messages  # noqa: E402
 from actors.stats import SharedStats, namespace_for  # noqa: E402
 from actors.publisher import ConfirmedRabbitmqBroker  # noqa: E402
 
@@ -107,7 +106,6 @@ def build_broker(
 
 
 dramatiq.set_encoder(OrjsonEncoder())
-read_whole_messages()  # pika's own 4 KiB reads took a ~40 KB message ten (actors/consumer.py)
 status_writer = StatusWriter(settings.redis_url, namespace_for(settings.rabbitmq_url), settings.status_ttl_seconds)
 result_backend = StatusResultBackend(status_writer, settings.redis_url)
 #: Actors report progress through it (`lifecycle.report_progress`).

@@ -26,8 +26,12 @@ from dramatiq.brokers.rabbitmq import _RabbitmqConsumer
 from dramatiq.errors import ConnectionClosed
 from pika.adapters.utils.io_services_utils import _AsyncTransportBase
 
-#: Bytes pika asks of a socket per read: a whole ~40 KB message at once.
+#: Bytes pika asks of a socket per read in a process that consumes: a whole ~40 KB message at once.
 RECV_BYTES = 64 * 1024
+
+# Checked at import, so that a pika release without the attribute fails at start, not silently.
+if not isinstance(getattr(_AsyncTransportBase, "_MAX_RECV_BYTES", None), int):
+    raise ImportError("pika's transports have no _MAX_RECV_BYTES any more: see actors/consumer.read_whole_messages")
 
 
 def read_whole_messages(size: int = RECV_BYTES) -> None:
@@ -35,11 +39,11 @@ def read_whole_messages(size: int = RECV_BYTES) -> None:
 
     pika has no parameter for it; its transports read `_MAX_RECV_BYTES` (4096) at a time. A
     worker made ~12 `recv` calls a message with it and 1.6 with 64 KiB, and its futex calls (the
-    GIL changing hands) went from ~14 to ~11.5 a message (bench/RESULTS.md). A pika release
-    without the attribute fails here at start, not silently.
+    GIL changing hands) went from ~14 to ~11.5 a message (bench/RESULTS.md). Set by the consumer,
+    so only processes that consume take it: the API's connections read confirms, small frames
+    that pika cuts off the front of its buffer one by one, copying the rest each time, which a
+    larger read makes worse, not better.
     """
-    if not isinstance(getattr(_AsyncTransportBase, "_MAX_RECV_BYTES", None), int):
-        raise RuntimeError("pika's transports have no _MAX_RECV_BYTES any more: see actors/consumer.read_whole_messages")
     _AsyncTransportBase._MAX_RECV_BYTES = size
 
 
@@ -51,6 +55,7 @@ class BatchedAckConsumer(_RabbitmqConsumer):
         self._acks: list[int] = []
         self._acks_lock = threading.Lock()
         self._acks_scheduled = False
+        read_whole_messages()  # before the connection is made
         super().__init__(*args, **kwargs)
 
     def __next__(self):

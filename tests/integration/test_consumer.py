@@ -94,11 +94,11 @@ def test_a_40_kb_message_takes_a_few_socket_reads_not_ten(broker, monkeypatch):
     count, body = 20, "x" * 40_000
     for index in range(count):
         broker.enqueue(Message(queue_name="q", actor_name="a", args=(index, body), kwargs={}, options={}))
-    consumer = broker.consume("q", prefetch=count, timeout=100)
     reads = []
     recv = _AsyncTransportBase._sigint_safe_recv
     monkeypatch.setattr(_AsyncTransportBase, "_sigint_safe_recv",
                         staticmethod(lambda sock, size: reads.append(data := recv(sock, size)) or data))
+    consumer = broker.consume("q", prefetch=count, timeout=100)  # (its first deliveries come with ConsumeOk)
     try:
         messages = drain(consumer, count)
     finally:

@@ -164,23 +164,26 @@ def test_a_rabbitmq_the_script_starts_is_awaited_while_it_is_not_up_yet_not_give
 
 
 @pytest.mark.parametrize("script", ["entrypoint_api.sh", "entrypoint_dramatiq.sh"])
-@pytest.mark.parametrize(("setting", "seen"), [(None, "2097152"), ("3145728", "3145728"), ("0", "unset")])
+@pytest.mark.parametrize(("setting", "seen"), [(None, "2097152 1048576"), ("3145728", "3145728 1572864"),
+                                               ("0", "unset unset")])
 def test_the_service_processes_start_with_glibc_keeping_the_heaps_free_top_for_the_next_message(
         tmp_path, script, setting, seen):
-    """MALLOC_TRIM_THRESHOLD_BYTES reaches the API and the workers as glibc's MALLOC_TRIM_THRESHOLD_,
-    which glibc reads once, at start (a Python process cannot set it for itself afterwards)."""
+    """MALLOC_TRIM_THRESHOLD_BYTES reaches the API and the workers as glibc's MALLOC_TRIM_THRESHOLD_ (and
+    half of it as MALLOC_MMAP_THRESHOLD_), which glibc reads once, at start: a Python process cannot
+    set them for itself afterwards."""
     import sys
 
     fake = tmp_path / "python"  # the real interpreter, except for the service's own command
     fake.write_text("#!/usr/bin/env bash\n"
                     'if [ "$1 $2" = "-m uvicorn" ] || [ "$1 $2 $3" = "-m logs dramatiq" ]; then\n'
-                    '  echo "trim=${MALLOC_TRIM_THRESHOLD_:-unset}"; exit 0\n'
+                    '  echo "trim=${MALLOC_TRIM_THRESHOLD_:-unset} ${MALLOC_MMAP_THRESHOLD_:-unset}"; exit 0\n'
                     "fi\n"
                     f'exec {sys.executable} "$@"\n')
     fake.chmod(0o755)
-    env = {**os.environ, "PYTHON": str(fake), "WORKER_RESTART": "no", "PROMETHEUS_DB": str(tmp_path / "prometheus")}
-    env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    env.pop("MALLOC_TRIM_THRESHOLD_BYTES", None)
+    env = {**os.environ, "PYTHON": str(fake), "WORKER_RESTART": "no", "PROMETHEUS_DB": str(tmp_path / "prometheus"),
+           "API_HOST": "127.0.0.1"}  # (app.auth check refuses another address without keys)
+    for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_BYTES"):
+        env.pop(name, None)
     if setting is not None:
         env["MALLOC_TRIM_THRESHOLD_BYTES"] = setting
     result = subprocess.run([str(ROOT / script)], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
