@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,10 +20,35 @@ from tests.support.waiting import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: Ports handed out below the kernel's ephemeral range (net.ipv4.ip_local_port_range), from here up.
+LOWEST_PORT = 10_000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port nothing listens on, for a server a test starts.
+
+    Not one the kernel picks (bind to port 0): those come from the ephemeral range, which the
+    kernel also hands to outgoing connections, and one did take such a port between this probe
+    and the API's own bind (uvicorn: "address already in use", in a CI run). Below that range only
+    a listener of ours can hold a port, and the probe sees it.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(LOWEST_PORT, low) if low > LOWEST_PORT + 1000 else 0
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise RuntimeError("no free port below the ephemeral range after 200 tries")
 
 
 class Stack:
