@@ -3,13 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
-eval "$("$PYTHON" -m config --shell)"
-# glibc reads these at start: keep the heap's free top for the next message (config.py,
-# MALLOC_TRIM_THRESHOLD_BYTES). Setting one stops glibc adapting its mmap threshold, so that is set
-# too, at half, the ratio glibc's own adapting keeps: a frame up to 1 MiB still comes from the heap.
-if [ "$MALLOC_TRIM_THRESHOLD_BYTES" != 0 ]; then
-  export MALLOC_TRIM_THRESHOLD_="$MALLOC_TRIM_THRESHOLD_BYTES" MALLOC_MMAP_THRESHOLD_="$((MALLOC_TRIM_THRESHOLD_BYTES / 2))"
-fi
+eval "$("$PYTHON" -m config --shell)"  # settings, and glibc's malloc variables from them
 # No API keys on a non-loopback address: refuse at once, with one line saying what to do.
 "$PYTHON" -m app.auth check
 if [ "$API_WORKERS" -gt 1 ]; then

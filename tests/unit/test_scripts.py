@@ -9,6 +9,8 @@ import time
 import pytest
 from pathlib import Path
 
+from tests.support.stack import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,14 +66,6 @@ def _fake_bin(tmp_path: Path, **fakes: str) -> dict[str, str]:
     return {**os.environ, "PATH": str(fake), "CSV_PATH": str(tmp_path / "data" / "data.csv")}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _run(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([str(ROOT / "scripts" / script)], env=env, capture_output=True, text=True, timeout=60)
 
@@ -92,7 +86,7 @@ def test_ensure_redis_fails_at_once_with_one_line_for_an_unreachable_remote_redi
 def test_ensure_redis_starts_a_local_redis_bound_to_loopback_beside_the_csv(tmp_path):
     import redis
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "CSV_PATH": str(tmp_path / "data.csv")}
     result = _run("ensure_redis.sh", env)
     client = redis.Redis(port=port)
@@ -110,7 +104,7 @@ def test_ensure_redis_starts_a_local_redis_bound_to_loopback_beside_the_csv(tmp_
 ])
 def test_without_the_right_to_install_the_scripts_name_the_exact_command_in_one_line(tmp_path, script, package, url):
     env = _fake_bin(tmp_path, id="echo 1000", sudo="exit 1", **{"apt-get": "exit 1"})
-    env[url[0]] = url[1].format(port=_free_port())
+    env[url[0]] = url[1].format(port=free_port())
     result = _run(script, env)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
@@ -119,7 +113,7 @@ def test_without_the_right_to_install_the_scripts_name_the_exact_command_in_one_
 
 def test_as_root_an_install_that_fails_says_so_in_one_line_after_saying_what_it_installs(tmp_path):
     env = _fake_bin(tmp_path, id="echo 0", **{"apt-get": "exit 100"})
-    env["REDIS_URL"] = f"redis://127.0.0.1:{_free_port()}/0"
+    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     result = _run("ensure_redis.sh", env)
     assert result.returncode == 1
     installing, failed = result.stderr.strip().splitlines()
@@ -140,7 +134,7 @@ def test_a_rabbitmq_the_script_starts_is_awaited_while_it_is_not_up_yet_not_give
         "rabbitmqctl": f"n=0; [ -f {calls} ] && read n < {calls}; n=$((n + 1)); echo $n > {calls}; "
                        f"[ $n -ge 3 ] || exit 69; : > {up}",
     })
-    port = _free_port()
+    port = free_port()
     env["RABBITMQ_URL"] = f"amqp://guest:guest@127.0.0.1:{port}/"
     listener = socket.socket()
 
