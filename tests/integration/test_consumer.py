@@ -10,7 +10,7 @@ from dramatiq.message import Message
 from pika.adapters.utils.io_services_utils import _AsyncTransportBase
 
 from actors.publisher import ConfirmedRabbitmqBroker
-from tests.support.rabbit import create_vhost, delete_vhost, vhost_url
+from tests.support.rabbit import create_vhost, delete_vhost, unacked, vhost_url
 from tests.support.waiting import wait_for
 
 MESSAGES = 200
@@ -20,6 +20,7 @@ MESSAGES = 200
 def broker():
     vhost = create_vhost("consumer")
     broker = ConfirmedRabbitmqBroker(url=vhost_url(vhost), middleware=[], publish_timeout=10)
+    broker.vhost = vhost
     try:
         yield broker
     finally:
@@ -66,6 +67,33 @@ def test_acks_from_many_threads_all_arrive_with_fewer_wakeups_than_messages(brok
         assert next(again) is None
     finally:
         again.close()
+
+
+def test_acks_reach_rabbitmq_while_the_consumer_stays_open_and_idle(broker):
+    """The acks are only queued on the channel: the consumer's own turn of pika's I/O loop writes them.
+
+    An idle worker must not hold acknowledged messages as unacked (they would count against its
+    prefetch and be redelivered if it were killed), so this checks RabbitMQ's count with the
+    consumer open, after one idle turn and no further I/O.
+    """
+    broker.declare_queue("q", ensure=True)
+    for index in range(20):
+        broker.enqueue(Message(queue_name="q", actor_name="a", args=(index,), kwargs={}, options={}))
+    consumer = broker.consume("q", prefetch=20, timeout=100)
+    try:
+        messages = drain(consumer, 20)
+        assert unacked(broker.vhost, "q") == 20
+        threads = [threading.Thread(target=lambda chunk=messages[i::4]: [consumer.ack(m) for m in chunk])
+                   for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert next(consumer) is None  # one idle turn of the consumer thread: the ack callback runs in it
+        wait_for(lambda: unacked(broker.vhost, "q") == 0 or None, timeout=10, interval=0.2,
+                 what="RabbitMQ to count every ack, the consumer still open")
+    finally:
+        consumer.close()
 
 
 def test_an_unacked_message_is_redelivered(broker):

@@ -66,6 +66,17 @@ def vhost_url(vhost: str) -> str:
     return f"{AMQP_ROOT}/{vhost}"
 
 
+def unacked(vhost: str, queue: str) -> int:
+    """Messages of a queue delivered and not yet acknowledged, as the queue itself counts them."""
+    listing = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers",
+                              "name", "messages_unacknowledged"], check=True, capture_output=True, timeout=60)
+    for line in listing.stdout.decode().splitlines():
+        name, _, count = line.rpartition("\t")
+        if name == queue:
+            return int(count)
+    raise LookupError(f"no queue {queue!r} in vhost {vhost!r}")
+
+
 def queue_state(url: str, queue: str) -> tuple[int, int]:
     """(ready messages, consumers) of a queue; raises if it does not exist yet. `url` may list a cluster's nodes."""
     connection = pika.BlockingConnection([pika.URLParameters(node) for node in url.split(";")])
