@@ -81,7 +81,7 @@ class BatchedAckConsumer(_RabbitmqConsumer):
             raise ConnectionClosed(error) from None
 
     def _send_acks(self) -> None:
-        """On the consumer thread (inside pika's I/O loop): every queued ack, one flush."""
+        """On the consumer thread (inside pika's I/O loop): every queued ack, written by that loop."""
         with self._acks_lock:
             tags, self._acks = self._acks, []
             self._acks_scheduled = False
@@ -89,7 +89,7 @@ class BatchedAckConsumer(_RabbitmqConsumer):
         # consumer thread's `process_data_events`, whose loop (pika's `_flush_output`) returns only
         # once the output buffer is empty, so the acks are on the socket before `__next__` returns,
         # and before Dramatiq's `close` (which waits for the callbacks) closes the channel. The
-        # public `basic_ack` would flush again, nested: 2-3% of a worker's CPU (bench/RESULTS.md).
+        # public `basic_ack` would flush again, nested: 2-7% of a worker's CPU (bench/RESULTS.md).
         channel = self.channel._impl
         for tag in tags:
             channel.basic_ack(tag)
