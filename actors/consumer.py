@@ -81,15 +81,15 @@ class BatchedAckConsumer(_RabbitmqConsumer):
             raise ConnectionClosed(error) from None
 
     def _send_acks(self) -> None:
-        """On the consumer thread (inside pika's I/O loop): every queued ack, written by that loop."""
+        """On the consumer thread (inside pika's I/O loop): every queued ack, for that loop to write."""
         with self._acks_lock:
             tags, self._acks = self._acks, []
             self._acks_scheduled = False
-        # The underlying channel only queues each frame. No flush of our own: this runs inside the
-        # consumer thread's `process_data_events`, whose loop (pika's `_flush_output`) returns only
-        # once the output buffer is empty, so the acks are on the socket before `__next__` returns,
-        # and before Dramatiq's `close` (which waits for the callbacks) closes the channel. The
-        # public `basic_ack` would flush again, nested: 2-7% of a worker's CPU (bench/RESULTS.md).
+        # The underlying channel only queues each frame; pika's I/O loop writes them at its next
+        # flush. This callback runs inside the consumer's `__next__`, which polls again (emptying
+        # the output buffer) until its timeout; if the timeout has just passed, the next `__next__`
+        # writes them, or Dramatiq's `close`, whose channel close frame is queued behind them. The
+        # public `basic_ack` would flush at once, nested: 2-7% of a worker's CPU (bench/RESULTS.md).
         channel = self.channel._impl
         for tag in tags:
             channel.basic_ack(tag)
