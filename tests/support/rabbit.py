@@ -13,19 +13,19 @@ AMQP_ROOT = "amqp://guest:guest@127.0.0.1:5672"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def _rabbitmqctl(*args: str) -> None:
-    """Run a rabbitmqctl command; tried three times, with its own message if all fail.
+def _rabbitmqctl(*args: str) -> str:
+    """Run a rabbitmqctl command, its output; tried three times, with its own message if all fail.
 
     Seen a few times while another suite made and deleted vhosts on the same node: add_vhost or
     set_permissions failing with status 64 right away, and working a moment later.
     """
     for attempt in range(3):
         try:
-            subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-            return
+            done = subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+            return done.stdout.decode()
         except subprocess.CalledProcessError as error:
             if attempt and b"already exists" in error.stderr:
-                return  # the try that failed had done it
+                return ""  # the try that failed had done it
             if attempt == 2:
                 raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed with status {error.returncode}: "
                                    f"{error.stderr.decode(errors='replace').strip()}") from None
@@ -68,9 +68,8 @@ def vhost_url(vhost: str) -> str:
 
 def unacked(vhost: str, queue: str) -> int:
     """Messages of a queue delivered and not yet acknowledged, as the queue itself counts them."""
-    listing = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers",
-                              "name", "messages_unacknowledged"], check=True, capture_output=True, timeout=60)
-    for line in listing.stdout.decode().splitlines():
+    listing = _rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers", "name", "messages_unacknowledged")
+    for line in listing.splitlines():
         name, _, count = line.rpartition("\t")
         if name == queue:
             return int(count)
