@@ -43,6 +43,13 @@ from pipeline.rows import COLUMNS, HEADER_BYTES
 from pipeline.shard_files import ledger_path, parse_sealed, sealed_files, shard_files
 
 _CHUNK = 500
+#: Where a commit's sender is kept: (table, alias, join onto commits c). By message id (`origins`)
+#: by workers of the versions before `senders`, which is kept by where the message ends (pipeline.csv_sink).
+_ORIGIN_JOINS = (
+    ("origins", "o", " LEFT JOIN origins o USING (message_id)"),
+    ("senders", "s", " LEFT JOIN senders s ON s.segment = c.segment AND s.end_offset = c.end_offset"
+                     " AND s.message_id = c.message_id"),
+)
 
 
 class ShardError(Exception):
@@ -86,11 +93,18 @@ class LedgerReader:
     def commits_after(self, segment: int, end: int, limit: int) -> list[tuple]:
         """Up to `limit` commits written after the one ending at `end` in `segment`, in the order written:
         (segment, end_offset, message_id, committed_at, tenant, client_id, device_id); the origin is
-        None for a message committed without one (by an older worker, or re-derived from the CSV)."""
-        origins = ("o.tenant, o.client_id, o.device_id FROM commits c LEFT JOIN origins o USING (message_id)"
-                   if self._has_origins else "NULL, NULL, NULL FROM commits c")
+        None for a message committed without one (by a worker from before origins, or re-derived from
+        the CSV), from whichever of the tables the ledger has."""
+        present = [(alias, join) for table, alias, join in _ORIGIN_JOINS if table in self._tables]
+
+        def who(field: str) -> str:
+            named = [f"{alias}.{field}" for alias, _ in present]
+            return f"coalesce({', '.join(named)})" if len(named) > 1 else named[0] if named else "NULL"
+
+        joins = "".join(join for _, join in present)
         return self._db.execute(
-            f"SELECT c.segment, c.end_offset, c.message_id, c.committed_at, {origins}"
+            f"SELECT c.segment, c.end_offset, c.message_id, c.committed_at, {who('tenant')}, {who('client_id')},"
+            f" {who('device_id')} FROM commits c{joins}"
             " WHERE (c.segment, c.end_offset) > (?, ?) ORDER BY c.segment, c.end_offset LIMIT ?",
             (segment, end, limit)).fetchall()
 
@@ -100,8 +114,8 @@ class LedgerReader:
                                 (segment, end)).fetchone()[0]
 
     @cached_property
-    def _has_origins(self) -> bool:
-        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'origins'").fetchone() is not None
+    def _tables(self) -> set[str]:
+        return {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def close(self) -> None:
         self._db.close()

@@ -187,8 +187,24 @@ def test_a_commit_and_its_origins_are_one_transaction(tmp_path):
     ledger = Ledger(tmp_path / "data.csv.ledger")
     statements: list[str] = []
     ledger._db.set_trace_callback(statements.append)
-    ledger.record([("m-1", 100)], 1, 5.0, [("m-1", ("t", "c", "d"))])
+    ledger.record([("m-1", 100)], 1, 5.0, [("m-1", 100, ("t", "c", "d"))])
     assert [statement.split()[0] for statement in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+
+
+def test_a_group_commit_is_one_ledger_transaction_from_its_first_read_to_its_last_write(tmp_path):
+    path = tmp_path / "data.csv"
+    file = DurableCsvFile(path)
+    first = [PendingAppend(f"m-{n}", *encode_rows(f"m-{n}", body(random.Random(n), preds=2))) for n in range(3)]
+    file.commit(first)
+    statements: list[str] = []
+    file._ledger._db.set_trace_callback(statements.append)
+    again = [PendingAppend(f"m-{n}", *encode_rows(f"m-{n}", body(random.Random(n), preds=2))) for n in range(2, 5)]
+    file.commit(again)
+    file.close()
+    words = [statement.split()[0].upper() for statement in statements]
+    assert words[0] == "BEGIN" and words[-1] == "COMMIT", statements
+    assert words.count("BEGIN") == 1 and words.count("COMMIT") == 1, statements
+    assert_exactly(path, {f"m-{n}": 2 for n in range(5)})
 
 
 def test_a_csv_replaced_by_an_operator_resets_the_ledger(tmp_path):

@@ -150,9 +150,40 @@ def test_a_ledger_from_before_origins_answers_admins_and_no_tenant(tmp_path):
     path = tmp_path / "data.csv"
     shard(path, [("t", "c", "d")] * 3)
     with sqlite3.connect(ledger_path(path)) as db:
-        db.execute("DROP TABLE origins")
+        db.execute("DROP TABLE senders")
     assert len(walk(path, EVERYONE)[0]) == 9
     assert walk(path, RecordQuery(tenant="t"))[0] == []
+
+
+def test_senders_an_older_worker_kept_by_message_id_still_answer_their_tenant(tmp_path):
+    path = tmp_path / "data.csv"
+    shard(path, [("t", "c", "d"), ("u", "c", "d"), ("t", "c", "e")])
+    with sqlite3.connect(ledger_path(path)) as db:  # what a worker of the version before `senders` left
+        db.execute("CREATE TABLE origins (message_id TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
+                   " client_id TEXT NOT NULL, device_id TEXT NOT NULL) WITHOUT ROWID")
+        db.execute("INSERT INTO origins SELECT message_id, tenant, client_id, device_id FROM senders"
+                   " WHERE message_id != 'm-002'")
+        db.execute("DELETE FROM senders WHERE message_id != 'm-002'")  # m-002 is a newer worker's
+    assert {row["message_id"] for row in walk(path, RecordQuery(tenant="t"))[0]} == {"m-000", "m-002"}
+    assert {row["message_id"] for row in walk(path, RecordQuery(tenant="u"))[0]} == {"m-001"}
+
+
+def test_a_sender_left_behind_by_a_file_cut_short_is_not_lent_to_the_next_message_ending_there(tmp_path):
+    path = tmp_path / "data.csv"
+    sink, _ = shard(path, [("t", "c", "d")] * 2, every_seconds=0)
+    with sqlite3.connect(ledger_path(path)) as db:
+        (end_of_first,) = db.execute("SELECT end_offset FROM commits WHERE message_id = 'm-000'").fetchone()
+        # A file cut back to its first message, and its ledger after a worker of an older version
+        # cleared it (commits only: the senders of the cut message stay behind).
+        db.execute("DELETE FROM commits WHERE message_id = 'm-001'")
+    with open(path, "r+b") as file:
+        file.truncate(end_of_first)
+    # The same payload under an id of the same length ends where m-001 ended; it comes without a sender.
+    payload = body(random.Random(1), preds=3)
+    data, rows = encode_rows("m-00X", {**payload, "client_id": "c", "device_id": "d"})
+    assert CsvSink(path).append("m-00X", data, rows, None)
+    assert {row["message_id"] for row in walk(path, RecordQuery(tenant="t"))[0]} == {"m-000"}
+    assert "m-00X" in {row["message_id"] for row in walk(path, EVERYONE)[0]}
 
 
 def test_a_shard_nothing_was_written_to_has_no_records(tmp_path):
