@@ -181,7 +181,7 @@ def test_a_lost_ledger_is_rebuilt_even_past_rows_with_frames_larger_than_the_csv
     assert_exactly(path, {"m-big": 1, "m-after": 2})
 
 
-def test_a_commit_and_its_origins_are_one_transaction(tmp_path):
+def test_a_commit_and_its_senders_are_one_transaction(tmp_path):
     from pipeline.csv_sink import Ledger
 
     ledger = Ledger(tmp_path / "data.csv.ledger")
