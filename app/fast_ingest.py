@@ -80,8 +80,11 @@ class FastIngest:
             await _answer(send, error.status_code, {"detail": error.detail}, error.headers)
             return
         try:
-            payload = IngestPayload.model_validate(orjson.loads(body))
-        except (orjson.JSONDecodeError, ValidationError):
+            # pydantic's own JSON parser: one pass from bytes to the model, without the dict of
+            # Python objects orjson.loads would build first (~20% of parse and validate together).
+            # Where it and the route's parse differ, it only refuses: any refusal goes to the route.
+            payload = IngestPayload.model_validate_json(body)
+        except ValidationError:
             payload = None
         if payload is None or client_problem(principal, payload.client_id) is not None:
             scope[CHECKED] = principal  # the route words the 422 or 403; the key was counted once

@@ -96,6 +96,9 @@ BAD_BODIES = [
     b"", b"nope", b"[]", b"{}", b'{"device_id": 1}', b"\xff\xfe", b'{"a": NaN}',
     orjson.dumps(random_payload(random.Random(3), frame_bytes=64) | {"extra": 1}),
     orjson.dumps(random_payload(random.Random(4), frame_bytes=64) | {"device_id": ""}),
+    # Where the two JSON parsers could differ: a lone surrogate escape, a byte that is not UTF-8.
+    orjson.dumps(random_payload(random.Random(5), frame_bytes=64) | {"device_id": "?"}).replace(b'"?"', b'"\\ud800"'),
+    orjson.dumps(random_payload(random.Random(6), frame_bytes=64) | {"device_id": "?"}).replace(b'"?"', b'"\xc3"'),
 ]
 
 
