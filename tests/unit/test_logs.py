@@ -238,3 +238,33 @@ def test_counts_of_windows_still_open_are_written_at_exit(stderr, clock):
         logger.error("disk full writing m-{}", index)
     logs._stderr.flush_at_exit()
     assert "2 more like: disk full writing m-0" in stderr.getvalue()
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_info_line_writes_what_loguru_would_for_the_same_line(stderr, log_format):
+    configure_logging("INFO", log_format)
+    fields = {"method": "POST", "path": "/a{b}\n/c", "status": 202, "duration_ms": 1.5}
+    text = "POST /a{b}\n/c 202 1.5 ms"
+    logs.API_KEY.set("key-1")
+    logs.TENANT.set("tenant-1")
+    try:
+        with log_context(request_id="req-9"):
+            logger.bind(logger="app.request_context", **fields).info("{}", text)
+            logs.info_line("app.request_context", text, **fields)
+    finally:
+        logs.API_KEY.set(None)
+        logs.TENANT.set(None)
+    by_loguru, direct = stderr.getvalue().splitlines()
+    if log_format == "json":
+        by_loguru, direct = json.loads(by_loguru), json.loads(direct)
+        assert direct.pop("time")[:10] == by_loguru.pop("time")[:10]
+        assert direct == by_loguru and direct["path"] == "/a{b}\n/c"
+    else:
+        assert len(direct) == len(by_loguru) and direct[23:] == by_loguru[23:]  # all but the time
+        assert direct.endswith("| POST /a{b}\\n/c 202 1.5 ms | request_id=req-9 key=key-1 tenant=tenant-1")
+
+
+def test_info_line_follows_the_level(stderr):
+    configure_logging("WARNING", "text")
+    logs.info_line("app.request_context", "quiet")
+    assert stderr.getvalue() == ""
