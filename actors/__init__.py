@@ -41,7 +41,6 @@ from actors.message_status import MessageLifecycle, StatusResultBackend, StatusW
 from actors.cluster import node_urls, shuffled  # noqa: E402
 from actors.stats import SharedStats, namespace_for  # noqa: E402
 from actors.publisher import ConfirmedRabbitmqBroker  # noqa: E402
-from actors.work_queue import HandOffWorkQueue  # noqa: E402
 
 #: Detections get their own queue so long background tasks never delay rows.
 INGEST_QUEUE = "ingest"
@@ -74,7 +73,6 @@ def build_broker(
     (the actors need their message id) is opt-in: both are added here.
     """
     middleware = [
-        HandOffWorkQueue(),  # the consumer-to-worker hand-off, cheaper (actors/work_queue.py)
         Prometheus(),
         # First: a message that has killed its worker MAX_DELIVERIES times is failed before anything runs.
         DeliveryLimit(settings.redis_url, namespace_for(settings.rabbitmq_url), settings.max_deliveries),
