@@ -354,7 +354,7 @@ _info_format: str | None = "loguru"
 
 
 def info_line(name: str, text: str, **fields: Any) -> None:
-    """An INFO line of logger `name`, as `logger.bind(logger=name).info(text, **fields)` writes it
+    """An INFO line of logger `name`, as `logger.bind(logger=name, **fields).info("{}", text)` writes it
     (the fields as JSON keys, the context's ids), but without loguru's record machinery.
 
     Why: the API writes one such line for every request (its access line), and
@@ -369,6 +369,13 @@ def info_line(name: str, text: str, **fields: Any) -> None:
     if _info_format == "loguru":
         logger.bind(logger=name, **fields).info("{}", text)  # the text is not a template
         return
+    try:
+        _write_info_line(name, text, fields)
+    except Exception:  # as a loguru sink's failure: the line is lost, never the request
+        pass
+
+
+def _write_info_line(name: str, text: str, fields: dict[str, Any]) -> None:
     if _info_format == "json":
         line = {"time": datetime.now().astimezone().isoformat(), "level": "INFO", "message": text,
                 **fields, "logger": name, **dict(_context_ids()),

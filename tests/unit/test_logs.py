@@ -268,3 +268,10 @@ def test_info_line_follows_the_level(stderr):
     configure_logging("WARNING", "text")
     logs.info_line("app.request_context", "quiet")
     assert stderr.getvalue() == ""
+
+
+def test_an_info_line_that_cannot_be_written_is_dropped_without_failing_its_caller(stderr):
+    configure_logging("INFO", "json")
+    logs.info_line("app.request_context", "GET /\ud800 200 1.0 ms", path="/\ud800")  # not UTF-8: orjson refuses
+    logs.info_line("app.request_context", "after")
+    assert [json.loads(line)["message"] for line in stderr.getvalue().splitlines()] == ["after"]
