@@ -83,11 +83,14 @@ def _add_context(record: dict[str, Any]) -> None:
         extra.setdefault(name, value)
 
 
+#: The ids a text line names after its message, in this order (the JSON line has every field).
+_ID_FIELDS = ("request_id", "message_id", "key", "tenant")
+
+
 def _text_format(record: dict[str, Any]) -> str:
     # Here, not in the patcher every sink runs: JSON escapes control characters itself.
     record["extra"]["line"] = escape_controls(record["message"])
-    ids = "".join(f" {name}={{extra[{name}]}}" for name in ("request_id", "message_id", "key", "tenant")
-                  if name in record["extra"])
+    ids = "".join(f" {name}={{extra[{name}]}}" for name in _ID_FIELDS if name in record["extra"])
     suffix = f" |{ids}" if ids else ""
     return _TEXT_FORMAT + suffix + "\n{exception}"
 
@@ -376,14 +379,17 @@ def info_line(name: str, text: str, **fields: Any) -> None:
 
 
 def _write_info_line(name: str, text: str, fields: dict[str, Any]) -> None:
+    extra = {"logger": name, **fields}  # as bound, then the context's ids where not given (_add_context)
+    for key, value in _context_ids():
+        extra.setdefault(key, value)
     if _info_format == "json":
         line = {"time": datetime.now().astimezone().isoformat(), "level": "INFO", "message": text,
-                **fields, "logger": name, **dict(_context_ids()),
+                **{key: value for key, value in extra.items() if not key.startswith("_")},
                 "process": os.getpid(), "thread": threading.current_thread().name}
         _stderr.write(_json_text(line))
         return
     now = datetime.now()
-    ids = "".join(f" {key}={value}" for key, value in _context_ids())
+    ids = "".join(f" {key}={extra[key]}" for key in _ID_FIELDS if key in extra)
     _stderr.write(f"{now:%Y-%m-%d %H:%M:%S}.{now.microsecond // 1000:03d} | INFO     | {name} | "
                   f"{escape_controls(text)}{' |' + ids if ids else ''}\n")
 

@@ -275,3 +275,19 @@ def test_an_info_line_that_cannot_be_written_is_dropped_without_failing_its_call
     logs.info_line("app.request_context", "GET /\ud800 200 1.0 ms", path="/\ud800")  # not UTF-8: orjson refuses
     logs.info_line("app.request_context", "after")
     assert [json.loads(line)["message"] for line in stderr.getvalue().splitlines()] == ["after"]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_info_line_lets_a_field_win_over_the_context_and_hides_private_ones_as_loguru_does(stderr, log_format):
+    configure_logging("INFO", log_format)
+    fields = {"request_id": "given", "_private": "x"}
+    with log_context(request_id="from-context"):
+        logger.bind(logger="app.request_context", **fields).info("{}", "hello")
+        logs.info_line("app.request_context", "hello", **fields)
+    by_loguru, direct = stderr.getvalue().splitlines()
+    if log_format == "json":
+        by_loguru, direct = json.loads(by_loguru), json.loads(direct)
+        del by_loguru["time"], direct["time"]
+        assert direct == by_loguru and direct["request_id"] == "given" and "_private" not in direct
+    else:
+        assert direct[23:] == by_loguru[23:] and direct.endswith("hello | request_id=given")
