@@ -420,16 +420,23 @@ class DurableCsvFile:
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        """Close it; again is a no-op (a failed try and its caller may both close it)."""
+        """Close it; again is a no-op (a failed try and its caller may both close it).
+
+        The lock's descriptor is closed whatever fails before it: kept open, it could keep the
+        shard's lock from every other process. The file's may be gone already, given up by a
+        `_follow` whose open of the next live file failed (a full disk right after a seal)."""
         if self._lock_fd < 0:
             return
-        # Under the lock: closing the last connection checkpoints the WAL and removes it, which
-        # another process opening the ledger at that moment would be told is "database is locked".
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        self._ledger.close()
-        os.close(self._fd)
-        os.close(self._lock_fd)
-        self._fd = self._lock_fd = -1
+        try:
+            # Under the lock: closing the last connection checkpoints the WAL and removes it, which
+            # another process opening the ledger at that moment would be told is "database is locked".
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._ledger.close()
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+            os.close(self._lock_fd)
+            self._fd = self._lock_fd = -1
 
     def commit(self, batch: list[PendingAppend]) -> CommitReport:
         """Write the batch's new messages, flush them, record them; mark each pending."""
@@ -707,11 +714,27 @@ def _sooner(*delays: float | None) -> float | None:
 
 
 def _closed_unless_unsure(file: DurableCsvFile | None) -> DurableCsvFile | None:
-    """None, the file closed, after a failed try; the file itself while it must keep its lock."""
+    """None, the file closed, after a failed try; the file itself while it must keep its lock.
+
+    Called where an error is being handled already: a close that fails as well is logged, not
+    raised over it (its descriptors are closed all the same, `DurableCsvFile.close`)."""
     if file is None or file.unsure:
         return file
-    file.close()
+    try:
+        file.close()
+    except BaseException as error:  # noqa: BLE001
+        logger.warning("closing {} after a failure failed too: {!r}", file.path, error)
     return None
+
+
+@dataclass
+class _CommitterState:
+    """What the committer thread keeps from one turn to the next."""
+
+    log: CommitLog
+    file: DurableCsvFile | None = None
+    #: False after a seal while idle failed; a commit that works makes it True again.
+    sealing_when_idle: bool = True
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -790,24 +813,44 @@ class CsvSink:
                 self._owner_pid = os.getpid()
 
     def _run(self) -> None:
+        """The committer thread: one turn after another, for as long as the process lives.
+
+        No error ends it. A batch's error goes to the batch's actors within the turn; one outside
+        any commit (the clock, an idle seal's bookkeeping, memory) is logged, and the next turn
+        begins after a pause that grows to `retry_max_seconds`. A committer that ended would
+        leave every later append waiting for ever.
+        """
         work = self._queue
-        file: DurableCsvFile | None = None
-        log = CommitLog(self.path)
-        sealing_when_idle = True  # until a seal while idle fails; a commit that works makes it true again
+        state = _CommitterState(CommitLog(self.path))
+        pause = 0.0
         while True:
-            seal_due = file.seal_due_in() if file is not None and sealing_when_idle else None
             try:
-                batch = [work.get(timeout=_sooner(log.due_in(), seal_due))]
-            except queue.Empty:  # idle: the commits so far are logged now, not at the next one
-                log.write()
-                if seal_due is not None and file.seal_due_in() == 0:
-                    try:
-                        file.seal_if_due()
-                    except BaseException as error:  # the next commit seals it, or waits out the disk
-                        logger.warning("could not seal {} while idle: {}", self.path, error)
-                        sealing_when_idle = False
-                        file = _closed_unless_unsure(file)
-                continue
+                self._turn(work, state)
+                pause = 0.0
+            except BaseException:  # noqa: BLE001 (whatever it was, the actors still need a committer)
+                pause = min(max(2 * pause, 0.1), self.retry_max_seconds)
+                logger.exception("the CSV committer failed between commits; it goes on in {:.1f} s", pause)
+                state.file = _closed_unless_unsure(state.file)
+                time.sleep(pause)
+
+    def _turn(self, work: queue.SimpleQueue[PendingAppend], state: _CommitterState) -> None:
+        """Commit what waits, at most one batch; or, when nothing comes in time, the idle chores."""
+        seal_due = state.file.seal_due_in() if state.file is not None and state.sealing_when_idle else None
+        batch: list[PendingAppend] = []
+        try:
+            batch.append(work.get(timeout=_sooner(state.log.due_in(), seal_due)))
+        except queue.Empty:  # idle: the commits so far are logged now, not at the next one
+            state.log.write()
+            if seal_due is not None and state.file.seal_due_in() == 0:
+                try:
+                    state.file.seal_if_due()
+                except BaseException as error:  # the next commit seals it, or waits out the disk
+                    logger.warning("could not seal {} while idle: {}", self.path, error)
+                    state.sealing_when_idle = False
+                    state.file = _closed_unless_unsure(state.file)
+            return
+        report = None
+        try:  # from here on, the batch is finished (its actors let go) however the turn ends
             size = len(batch[0].data)
             while size < MAX_BATCH_BYTES and len(batch) < MAX_BATCH_MESSAGES:
                 try:
@@ -816,21 +859,19 @@ class CsvSink:
                     break
                 batch.append(pending)
                 size += len(pending.data)
-            report = None
-            try:
-                file, report = self._commit_waiting_out_the_disk(file, batch)
-                sealing_when_idle = True
-                self._tell(self.observers, report)
-            except BaseException as error:  # hand every other failure to the waiting actors
-                for pending in batch:
-                    pending.written = False
-                    pending.error = error
-                file = _closed_unless_unsure(file)
-            finally:
-                for pending in batch:
-                    pending.finish()
-            if report is not None:
-                log.add(report)  # once the actors are released: a line (~60 us) is not theirs to wait for
+            state.file, report = self._commit_waiting_out_the_disk(state.file, batch)
+            state.sealing_when_idle = True
+            self._tell(self.observers, report)
+        except BaseException as error:  # hand every other failure to the waiting actors
+            for pending in batch:
+                pending.written = False
+                pending.error = error
+            state.file = _closed_unless_unsure(state.file)
+        finally:
+            for pending in batch:
+                pending.finish()
+        if report is not None:
+            state.log.add(report)  # once the actors are released: a line (~60 us) is not theirs to wait for
 
     def _commit_waiting_out_the_disk(self, file: DurableCsvFile | None, batch: list[PendingAppend]
                                      ) -> tuple[DurableCsvFile, CommitReport]:

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import random
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,42 @@ def test_processes_sealing_the_same_shard_keep_every_message_once_and_every_seal
     with sqlite3.connect(f"{path}.ledger") as db:
         recorded = dict(db.execute("SELECT name, bytes FROM segments WHERE state = 'sealed'"))
     assert recorded == {name.path.name: name.path.stat().st_size for name in sealed}
+
+
+def _in_thread(call, timeout: float = 20) -> list:
+    """What `call()` returned (or raised), from a thread given `timeout` seconds: [] if it never came back."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:  # noqa: BLE001 (the test asserts on it)
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome
+
+
+def test_a_new_live_file_the_full_disk_cannot_create_is_waited_out_and_the_sink_goes_on(tmp_path, monkeypatch):
+    """A seal renames the live file, and the next one is made at once: on a full disk that open fails
+    with the file's descriptor already given up. The try is waited out like any full disk, and the
+    committer lives on, instead of failing the message and then stopping with the shard's lock held."""
+    path = tmp_path / "data.csv"
+    sizes = [len(encode_rows(*message(number))[0]) for number in range(3)]
+    sink = CsvSink(path, retry_max_seconds=0.05, rotation=Rotation(max_bytes=len(HEADER_BYTES) + sizes[0] + 1))
+    assert append(sink, *message(0)) is True
+    real_open, refusals = os.open, [2]
+
+    def full_disk_open(name, flags, *args):
+        if str(name) == str(path) and flags & os.O_CREAT and refusals[0]:
+            refusals[0] -= 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(name))
+        return real_open(name, flags, *args)
+
+    monkeypatch.setattr(csv_sink.os, "open", full_disk_open)
+    assert _in_thread(lambda: append(sink, *message(1))) == [True]  # seals the first file, then waits out the disk
+    assert refusals == [0]
+    assert _in_thread(lambda: append(sink, *message(2))) == [True]
+    assert_shard_exactly(path, {f"m-{n}": 3 for n in range(3)})

@@ -500,3 +500,30 @@ def test_a_log_line_that_fails_neither_raises_nor_keeps_its_sums():
     finally:
         logger.remove(handler)
     assert log.due_in() is None and log.messages == 0
+
+
+def test_an_error_outside_any_commit_leaves_the_committer_serving(tmp_path):
+    """Between commits the committer reads its clock (is a seal due?), logs and waits: an error there
+    once ended its thread, and every later append waited for ever."""
+    from pipeline.csv_sink import Rotation
+
+    raised = threading.Event()
+
+    def clock() -> float:
+        if armed and not raised.is_set():
+            raised.set()
+            raise OSError("clock unavailable")
+        return 1_700_000_000.0
+
+    armed = False
+    sink = CsvSink(tmp_path / "data.csv", rotation=Rotation(every_seconds=86400), clock=clock)
+    assert append(sink, "before", body(random.Random(0), preds=1)) is True
+    armed = True  # the committer asks the clock when the next seal is due, at the latest once it is idle
+    assert raised.wait(timeout=10)
+    answer = []
+    thread = threading.Thread(target=lambda: answer.append(append(sink, "after", body(random.Random(1), preds=1))),
+                              daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert answer == [True]
+    assert_exactly(tmp_path / "data.csv", {"before": 1, "after": 1})
