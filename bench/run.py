@@ -72,7 +72,8 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
     print(f"[{target.label}]")
     try:
         target.start()
-        api_tree, worker_tree = TreeSampler(target.api_pid), TreeSampler(target.workers_pid)
+        # Ready and idle: what they use from here on is the load's.
+        api_tree, worker_tree = TreeSampler(target.api_pid, from_now=True), TreeSampler(target.workers_pid, from_now=True)
         receiver, sender = multiprocessing.Pipe(duplex=False)
         loader = multiprocessing.get_context("spawn").Process(
             target=run_load, args=(target.url, bodies, args.concurrency, args.rate, sender, target.headers)
@@ -144,6 +145,7 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
         "unexpected_rows": len(seen.keys() - wanted),
         "cpu_seconds": cpu,
         "cpu_ms_per_request": per_request_ms(cpu, len(accepted)),
+        "start_up_cpu_seconds": {"api": api_tree.start_up_cpu_seconds, "workers": worker_tree.start_up_cpu_seconds},
         "kernel_share": {"api": api_tree.kernel_seconds / max(api_tree.cpu_seconds, 1e-9),
                          "workers": worker_tree.kernel_seconds / max(worker_tree.cpu_seconds, 1e-9)},
         "peak_rss_mb": {
@@ -282,6 +284,7 @@ def _per_request_line(readings: list[dict[str, float | None]]) -> str:
 
 
 def print_report(r: dict) -> None:
+    start_up = r.get("start_up_cpu_seconds", {})
     print(
         f"""
 accepted:        {r['accepted']}/{r['requests']}  {r['accepted_per_s']:,.0f} req/s (concurrency {r['concurrency']}, rate {r['rate'] or 'open'})
@@ -290,7 +293,7 @@ rows:            {r['rows']}  {r['rows_per_s_end_to_end']:,.0f} rows/s end to en
 ingest-to-row:   p50 {r['ingest_to_row_ms'][50]:.0f} ms  p99 {r['ingest_to_row_ms'][99]:.0f} ms
 exactness:       lost {r['lost_rows']}  duplicated {r['duplicated_rows']}  unexpected {r['unexpected_rows']}
 CPU ms/request:  {_per_request_line([r['cpu_ms_per_request']])}
-CPU seconds:     api {r['cpu_seconds']['api']:.1f}  workers {r['cpu_seconds']['workers']:.1f}  load {r['cpu_seconds']['load']:.1f}  (in the kernel: api {r['kernel_share']['api']:.0%}, workers {r['kernel_share']['workers']:.0%})
+CPU seconds:     api {r['cpu_seconds']['api']:.1f}  workers {r['cpu_seconds']['workers']:.1f}  load {r['cpu_seconds']['load']:.1f}  (in the kernel: api {r['kernel_share']['api']:.0%}, workers {r['kernel_share']['workers']:.0%}; from ready, start-up not counted: api {start_up.get('api', 0):.1f}, workers {start_up.get('workers', 0):.1f})
 peak RSS (MB):   api {r['peak_rss_mb']['api']:.0f}  worker process {r['peak_rss_mb']['worker_process']:.0f}  load {r['peak_rss_mb']['load']:.0f}"""
     )
 
