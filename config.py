@@ -142,8 +142,13 @@ class Settings(BaseSettings):
     )
 
     # Workers.
-    worker_processes: int = Field(2, ge=1, description="Processes of the dramatiq CLI.")
-    worker_threads: int = Field(8, ge=1, description="Worker threads per process.")
+    # One process of many threads: every message of the host then goes to one committer, whose group
+    # commits take 7-9 messages instead of 3-4 under bench.run's load, 13 draining a full queue (a
+    # second process also takes turns at the shard's lock and makes this one's ledger cache stale). Measured against 2 x 8: workers -20% CPU a message
+    # end to end, and more messages a second (bench/RESULTS.md). Python runs on one core in one
+    # process: on a machine with cores to spare for the workers, add processes.
+    worker_processes: int = Field(1, ge=1, description="Processes of the dramatiq CLI.")
+    worker_threads: int = Field(32, ge=1, description="Worker threads per process.")
     worker_extra_modules: str = Field(
         "", description="Extra modules the workers import (space-separated), e.g. your own middleware."
     )

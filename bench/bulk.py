@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bulk                        # 10,000 payloads, each way
     .venv/bin/python -m bench.bulk --payloads 2000 --methods batch,file
 
-Each method gets a fresh stack (API + 2x8 workers, its own vhost and CSV), so
+Each method gets a fresh stack (API + workers of the default shape, its own vhost and CSV), so
 no run inherits another's backlog. The payloads are bench/run.py's (seed 1,
 1-10 preds, ~8 KB base64 frames). Printed per method: the time to enqueue
 (first byte sent to last answer: every payload confirmed by RabbitMQ), the
@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from bench.load import run_load  # noqa: E402
 from bench.procstat import TreeSampler  # noqa: E402
 from app.tenancy import scoped_file_id  # noqa: E402
-from bench.targets import OursTarget  # noqa: E402
+from bench.targets import WORKER_PROCESSES, WORKER_THREADS, OursTarget  # noqa: E402
 from pipeline.rows import HEADER_BYTES, encode_rows  # noqa: E402
 from tests.support.payloads import random_payload  # noqa: E402
 from tests.support.rabbit import create_vhost, delete_vhost, vhost_url  # noqa: E402
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--concurrency", type=int, default=64, help="single POSTs in flight")
     parser.add_argument("--batch-size", type=int, default=250, help="payloads per batch (~11 MB at 250)")
     parser.add_argument("--batch-concurrency", type=int, default=1, help="batches in flight")
-    parser.add_argument("--processes", type=int, default=2, help="dramatiq worker processes")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    parser.add_argument("--processes", type=int, default=WORKER_PROCESSES, help="dramatiq worker processes")
+    parser.add_argument("--threads", type=int, default=WORKER_THREADS, help="threads per worker process")
     parser.add_argument("--frame-bytes", type=int, default=6 * 1024, help="raw bytes per frame (x4/3 in base64)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers-after", action="store_true",

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench.load import run_load  # noqa: E402
 from bench.plot import plot_run  # noqa: E402
 from bench.procstat import TreeSampler, per_request_ms, rabbitmq_cpu_seconds  # noqa: E402
-from bench.targets import TARGETS  # noqa: E402
+from bench.targets import TARGETS, WORKER_PROCESSES, WORKER_THREADS  # noqa: E402
 from tests.support.payloads import random_payload  # noqa: E402
 from tests.support.cluster import Cluster  # noqa: E402
 from tests.support.rabbit import create_vhost, delete_vhost, forget_vhost_records, vhost_url  # noqa: E402
@@ -73,7 +73,8 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
     try:
         target.start()
         # Ready and idle: what they use from here on is the load's.
-        api_tree, worker_tree = TreeSampler(target.api_pid, from_now=True), TreeSampler(target.workers_pid, from_now=True)
+        api_tree = TreeSampler(target.api_pid, from_now=True)
+        worker_tree = TreeSampler(target.workers_pid, from_now=True)
         receiver, sender = multiprocessing.Pipe(duplex=False)
         loader = multiprocessing.get_context("spawn").Process(
             target=run_load, args=(target.url, bodies, args.concurrency, args.rate, sender, target.headers)
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rate", type=float, default=None, help="open loop: requests per second")
-    parser.add_argument("--processes", type=int, default=2, help="dramatiq worker processes")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    parser.add_argument("--processes", type=int, default=WORKER_PROCESSES, help="dramatiq worker processes")
+    parser.add_argument("--threads", type=int, default=WORKER_THREADS, help="threads per worker process")
     parser.add_argument("--frame-bytes", type=int, default=6 * 1024, help="raw bytes per frame (x4/3 in base64)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--label", default="ours")

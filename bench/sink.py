@@ -1,6 +1,6 @@
 """Benchmark: the sink alone, draining a full queue (issue #5's "rows/s written and fsynced").
 
-    .venv/bin/python -m bench.sink                     # 10,000 messages, 2 worker processes x 8 threads
+    .venv/bin/python -m bench.sink                     # 10,000 messages, the workers' shape of config.py
     .venv/bin/python -m bench.sink --requests 500      # quick look
 
 End to end (bench/run.py), the workers share the 2 cores with the API, RabbitMQ
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.procstat import TreeSampler  # noqa: E402
-from bench.targets import OursTarget  # noqa: E402
+from bench.targets import WORKER_PROCESSES, WORKER_THREADS, OursTarget  # noqa: E402
 from tests.support.csv_check import assert_rows_match  # noqa: E402
 from tests.support.load import post_all  # noqa: E402
 from tests.support.payloads import random_payload  # noqa: E402
@@ -35,8 +35,8 @@ from tests.support.waiting import wait_for  # noqa: E402
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--processes", type=int, default=WORKER_PROCESSES)
+    parser.add_argument("--threads", type=int, default=WORKER_THREADS)
     parser.add_argument("--frame-bytes", type=int, default=6 * 1024)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)

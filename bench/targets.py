@@ -9,11 +9,17 @@ from pathlib import Path
 
 import httpx
 
+from config import Settings
 from pipeline.rows import read_csv
 from pipeline.shard_files import read_shard
 from tests.support.rabbit import queue_state
 from tests.support.stack import ROOT, Stack, free_port
 from tests.support.waiting import wait_for
+
+
+#: The workers' shape a run takes unless told: the one the service runs with (config.py).
+WORKER_PROCESSES = Settings.model_fields["worker_processes"].default
+WORKER_THREADS = Settings.model_fields["worker_threads"].default
 
 
 class OursTarget:
