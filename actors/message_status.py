@@ -41,7 +41,7 @@ FLUSH_INTERVAL_SECONDS = 0.02
 #: `[[key, [set-if-absent name, value, ...], [name, value, ...]], ...]`, values as text. A message
 #: is counted in the totals' `accepted` (the console's charts) when its `accepted` field is first
 #: set: once, however often a batch is sent again after a timeout.
-_WRITE_SCRIPT = """
+WRITE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 for _, entry in ipairs(cjson.decode(ARGV[2])) do
   local key, absent, values = entry[1], entry[2], entry[3]
@@ -110,12 +110,6 @@ class StatusWriter:
                 self._warn("status writes dropped: Redis has been unreachable for too long")
             self._pending.append((message_id, fields, only_if_new))
 
-    def queued(self, messages: Iterable[Message]) -> None:
-        """The `queued` records of messages RabbitMQ has confirmed (app.status_records writes them first)."""
-        for message in messages:
-            message_id, fields, only_if_new = queued_record(message)
-            self.record(message_id, fields, only_if_new=only_if_new)
-
     def _ensure_flusher(self) -> None:
         if self._owner_pid == os.getpid():
             return
@@ -168,7 +162,7 @@ class StatusWriter:
     def _write(self, batch: list[tuple[str, dict[str, Any], bool]]) -> None:
         if self._client is None:
             self._client = redis_client(self.redis_url, timeout=1)
-            self._script = self._client.register_script(_WRITE_SCRIPT)
+            self._script = self._client.register_script(WRITE_SCRIPT)
         self._script(keys=[totals_key(self.namespace)], args=[self.ttl_seconds, write_argument(self.namespace, batch)])
 
     def _warn(self, text: str) -> None:
@@ -178,7 +172,8 @@ class StatusWriter:
 
 
 def queued_record(message: Message) -> tuple[str, dict[str, Any], bool]:
-    """(message id, fields, only_if_new) of a message RabbitMQ has confirmed, as `record` takes them.
+    """(message id, fields, only_if_new) of a message RabbitMQ has confirmed, as `record` takes them
+    (the API writes them before its answer: app.status_records).
 
     `enqueued_at` is the message's own timestamp, taken when it was built just before
     publishing: the time of the confirm could come after a fast worker's `started_at`.
@@ -189,7 +184,7 @@ def queued_record(message: Message) -> tuple[str, dict[str, Any], bool]:
 
 
 def write_argument(namespace: str, batch: Iterable[tuple[str, dict[str, Any], bool]]) -> bytes:
-    """_WRITE_SCRIPT's JSON argument for `batch`, coalesced to one entry per message."""
+    """WRITE_SCRIPT's JSON argument for `batch`, coalesced to one entry per message."""
     return orjson.dumps([
         [status_key(namespace, message_id), _pairs(if_absent), _pairs(values)]
         for message_id, (if_absent, values) in _coalesce(batch).items()

@@ -3,64 +3,113 @@
 The workers' StatusWriter buffers on purpose: nothing there should wait on
 bookkeeping. The API cannot leave it at that: a client that polls
 `GET /api/{id}` the moment it has its 202 must not be told the message is
-unknown (read your writes). So a request hands its record to the same writer
-and waits for the writer's next flush, which it asks to happen at once. The
-records of every request that asks while a flush is on its way share the next
-one (one script call to Redis for all of them, and one wake-up of the event
-loop), so under load the cost per request stays small. Measured in
-bench/RESULTS.md: an awaited redis.asyncio pipeline per request cost ~550 us
-of CPU here; this costs ~140 us per request with 32 waiting together (~510 us
-for a request alone, mostly the hand-off to the writer's thread).
+unknown (read your writes). So a request's record is written before its
+answer, and the requests that ask meanwhile share one write: the records wait
+in a list on the event loop, one task sends them all in one script call to
+Redis, and one future wakes every request whose record went with it.
+
+The write is made on the event loop (redis.asyncio), not handed to the
+writer's thread. The hand-off over there and back (the thread woken, the GIL
+changing hands, the loop woken by its self-pipe) was most of the ~140 us a
+request that design cost under load, and ~510 us for a request alone
+(bench/RESULTS.md); an awaited redis.asyncio pipeline per request cost ~550.
 
 When Redis fails or is slow (beyond TIMEOUT_SECONDS), the request is answered
-all the same: the message is on RabbitMQ, the writer keeps the record and
-retries, and the status routes answer 503 while Redis is unreachable, never a
+all the same: the message is on RabbitMQ. Records Redis refused go to the
+process's StatusWriter, which keeps them and retries (bounded, as for every
+record), and the status routes answer 503 while Redis is unreachable, never a
 false 404.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
-from concurrent.futures import Future
+from typing import Any
 
+import redis.asyncio as redis
 from dramatiq.message import Message
+from loguru import logger
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from actors.message_status import StatusWriter
+from actors.message_status import WRITE_SCRIPT, StatusWriter, queued_record, write_argument
+from actors.stats import totals_key
 
 #: Longest a request waits for its record to reach Redis.
 TIMEOUT_SECONDS = 0.25
+#: Longest one write may take before it fails and its records go to the writer's thread: the
+#: requests stopped waiting long before (TIMEOUT_SECONDS), and the next write waits behind it.
+WRITE_TIMEOUT_SECONDS = 1.0
+
+Record = tuple[str, dict[str, Any], bool]
 
 
 class QueuedRecords:
     def __init__(self, writer: StatusWriter):
         self._writer = writer
-        #: The writer's pending flush -> the event-loop future its waiters await (one wake-up per flush).
-        self._waiters: dict[Future, asyncio.Future] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._script: Any = None
+        #: Records waiting for the next write, and the future that write resolves.
+        self._pending: list[Record] = []
+        self._next: asyncio.Future | None = None
+        self._flusher: asyncio.Task | None = None
+        self._warned_at = 0.0
 
     async def record(self, messages: Iterable[Message]) -> None:
         """Return once the `queued` records of `messages` are in Redis (or kept by the writer)."""
-        self._writer.queued(messages)
-        flushed = self._writer.flushed()
+        records = [queued_record(message) for message in messages]
+        if not records:
+            return
         loop = asyncio.get_running_loop()
-        waiter = self._waiters.get(flushed)
-        if waiter is None:
-            waiter = self._waiters[flushed] = loop.create_future()
-            flushed.add_done_callback(lambda _: _call_soon(loop, self._settle, flushed, waiter))
+        if loop is not self._loop:
+            self._start_on(loop)
+        self._pending += records
+        written = self._next
+        if written is None:
+            written = self._next = loop.create_future()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._write_while_pending())
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), TIMEOUT_SECONDS)
+            await asyncio.wait_for(asyncio.shield(written), TIMEOUT_SECONDS)
         except TimeoutError:
-            pass  # Redis is slow: the writer keeps the record and sends it when it can
+            pass  # Redis is slow: the write goes on, and what it cannot write the writer keeps
 
-    def _settle(self, flushed: Future, waiter: asyncio.Future) -> None:
-        self._waiters.pop(flushed, None)
-        if not waiter.done():
-            waiter.set_result(None)
+    def _start_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A client of this loop's own: redis.asyncio's connections belong to the loop that made them.
 
+        One loop serves a process for its life; a second comes only in tests (one per test client),
+        and anything the first left unwritten goes to the writer's thread."""
+        self._hand_to_writer(self._pending)
+        self._pending, self._next, self._flusher = [], None, None
+        client = redis.Redis.from_url(self._writer.redis_url, socket_timeout=WRITE_TIMEOUT_SECONDS,
+                                      socket_connect_timeout=WRITE_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0))
+        self._script = client.register_script(WRITE_SCRIPT)
+        self._loop = loop
 
-def _call_soon(loop: asyncio.AbstractEventLoop, *callback) -> None:
-    """From the writer's thread; a loop closed meanwhile (a test client's) has nobody left to wake."""
-    try:
-        loop.call_soon_threadsafe(*callback)
-    except RuntimeError:
-        pass
+    async def _write_while_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            written, self._next = self._next, None
+            try:
+                await self._script(keys=[totals_key(self._writer.namespace)],
+                                   args=[self._writer.ttl_seconds, write_argument(self._writer.namespace, batch)])
+            except BaseException as error:  # noqa: BLE001 (Redis down, slow, its answer lost, the loop ending)
+                self._hand_to_writer(batch)
+                if not isinstance(error, Exception):
+                    raise
+                self._warn(error)
+            finally:
+                if not written.done():
+                    written.set_result(None)
+
+    def _hand_to_writer(self, records: list[Record]) -> None:
+        """The writer's thread keeps them and sends them when Redis takes them again."""
+        for message_id, fields, only_if_new in records:
+            self._writer.record(message_id, fields, only_if_new=only_if_new)
+
+    def _warn(self, error: BaseException) -> None:
+        if time.monotonic() - self._warned_at > 60:
+            self._warned_at = time.monotonic()
+            logger.warning("queued records not written to Redis yet (kept for later): {!r}", error)

@@ -105,11 +105,14 @@ def test_the_first_tenant_written_stays_so_a_later_copy_cannot_take_a_status_ove
 def test_enqueued_at_is_the_message_s_own_timestamp_so_never_after_a_worker_s_start(client):
     from dramatiq.message import Message
 
+    from actors.message_status import queued_record
+
     writer = writer_flushed_by_the_test()
     namespace = writer.namespace
     message = Message(queue_name="ingest", actor_name="write_detection_rows", args=(), kwargs={}, options={},
                       message_timestamp=1_700_000_000_000)
-    writer.queued([message])
+    message_id, fields, only_if_new = queued_record(message)
+    writer.record(message_id, fields, only_if_new=only_if_new)
     writer.flush()
     key = status_key(namespace, message.message_id)
     try:
