@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import random
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from pipeline.csv_sink import CsvSink, Ledger, Rotation
 from pipeline.rows import HEADER_BYTES, encode_rows, read_csv
 from pipeline.shard_files import parse_sealed, read_shard, sealed_files, shard_files
 from tests.support.waiting import wait_for
-from tests.unit.test_csv_sink import append, body
+from tests.unit.test_csv_sink import answer_within, append, body
 
 DAY = 86400
 
@@ -225,22 +224,6 @@ def test_processes_sealing_the_same_shard_keep_every_message_once_and_every_seal
     assert recorded == {name.path.name: name.path.stat().st_size for name in sealed}
 
 
-def _in_thread(call, timeout: float = 20) -> list:
-    """What `call()` returned (or raised), from a thread given `timeout` seconds: [] if it never came back."""
-    outcome: list = []
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as error:  # noqa: BLE001 (the test asserts on it)
-            outcome.append(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return outcome
-
-
 def test_a_new_live_file_the_full_disk_cannot_create_is_waited_out_and_the_sink_goes_on(tmp_path, monkeypatch):
     """A seal renames the live file, and the next one is made at once: on a full disk that open fails
     with the file's descriptor already given up. The try is waited out like any full disk, and the
@@ -258,7 +241,7 @@ def test_a_new_live_file_the_full_disk_cannot_create_is_waited_out_and_the_sink_
         return real_open(name, flags, *args)
 
     monkeypatch.setattr(csv_sink.os, "open", full_disk_open)
-    assert _in_thread(lambda: append(sink, *message(1))) == [True]  # seals the first file, then waits out the disk
+    assert answer_within(lambda: append(sink, *message(1))) == [True]  # seals the first file, then waits out the disk
     assert refusals == [0]
-    assert _in_thread(lambda: append(sink, *message(2))) == [True]
+    assert answer_within(lambda: append(sink, *message(2))) == [True]
     assert_shard_exactly(path, {f"m-{n}": 3 for n in range(3)})

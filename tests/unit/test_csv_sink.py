@@ -35,6 +35,23 @@ def append(sink: CsvSink, message_id: str, payload: dict) -> bool:
     return sink.append(message_id, encode_rows(message_id, payload)[0])
 
 
+def answer_within(call, timeout: float = 20) -> list:
+    """[what `call()` returned, or raised], from a thread given `timeout` seconds; [] if it never came back
+    (an append left waiting for ever)."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:  # noqa: BLE001 (the test asserts on it)
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome
+
+
 def assert_exactly(path: Path, expected: dict[str, int]) -> None:
     """The file holds each expected message's rows once, whole and in order."""
     rows = read_csv(path)
@@ -433,12 +450,7 @@ def test_the_sink_goes_on_after_an_error_that_is_not_the_disks(tmp_path, monkeyp
     monkeypatch.setattr(csv_sink.os, "writev", lambda fd, b: real(fd, b) if not errors else (_ for _ in ()).throw(errors.pop()))
     with pytest.raises(ValueError):
         append(sink, "m-1", body(random.Random(1), preds=1))
-    answer = []
-    thread = threading.Thread(target=lambda: answer.append(append(sink, "m-2", body(random.Random(2), preds=1))),
-                              daemon=True)
-    thread.start()
-    thread.join(timeout=10)
-    assert answer == [True]
+    assert answer_within(lambda: append(sink, "m-2", body(random.Random(2), preds=1)), timeout=10) == [True]
     assert_exactly(tmp_path / "data.csv", {"before": 1, "m-2": 1})
 
 
@@ -520,10 +532,5 @@ def test_an_error_outside_any_commit_leaves_the_committer_serving(tmp_path):
     assert append(sink, "before", body(random.Random(0), preds=1)) is True
     armed = True  # the committer asks the clock when the next seal is due, at the latest once it is idle
     assert raised.wait(timeout=10)
-    answer = []
-    thread = threading.Thread(target=lambda: answer.append(append(sink, "after", body(random.Random(1), preds=1))),
-                              daemon=True)
-    thread.start()
-    thread.join(timeout=10)
-    assert answer == [True]
+    assert answer_within(lambda: append(sink, "after", body(random.Random(1), preds=1)), timeout=10) == [True]
     assert_exactly(tmp_path / "data.csv", {"before": 1, "after": 1})
