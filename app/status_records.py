@@ -24,6 +24,7 @@ false 404.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -70,7 +71,9 @@ class QueuedRecords:
         if written is None:
             written = self._next = loop.create_future()
         if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._write_while_pending())
+            # In a context of its own: it writes for every request waiting, so its log lines (Redis
+            # down, the client's own at DEBUG) are not any one request's, as they would be in this one's.
+            self._flusher = loop.create_task(self._write_while_pending(), context=contextvars.Context())
         try:
             await asyncio.wait_for(asyncio.shield(written), TIMEOUT_SECONDS)
         except TimeoutError:

@@ -109,3 +109,21 @@ def test_no_messages_means_no_wait():
     started = time.monotonic()
     asyncio.run(records.record([]))
     assert time.monotonic() - started < status_records.TIMEOUT_SECONDS / 2
+
+
+def test_the_shared_write_carries_no_request_s_id(monkeypatch):
+    """It writes for every request waiting, so its log lines must not name the one that started it."""
+    from logs import REQUEST_ID
+
+    seen = []
+    real = status_records.write_argument
+    monkeypatch.setattr(status_records, "write_argument",
+                        lambda namespace, batch: seen.append(REQUEST_ID.get()) or real(namespace, batch))
+    records = QueuedRecords(writer_flushed_by_the_test())
+
+    async def a_request() -> None:
+        REQUEST_ID.set("trace-of-one-request")
+        await records.record([message(4)])
+
+    asyncio.run(a_request())
+    assert seen and "trace-of-one-request" not in seen
