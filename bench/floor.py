@@ -12,6 +12,9 @@ bodies and payloads `bench.run` sends:
 
 - **http**: uvicorn serving an ASGI app that reads the body and answers 202 with a message id;
 - **http+schema**: the same, validating the body with our `IngestPayload` (pydantic) first;
+- **http+publish**, a rung above: the same, publishing as POST /api does (our publisher on the event
+  loop, RabbitMQ's confirm, the `queued` record in Redis), without our middleware, keys or FastAPI;
+- **api (ours)**, the top: our API from its entrypoint, keys on, as `bench.run` drives it, alone;
 - **dramatiq**: the `dramatiq` CLI consuming the payloads as messages of an actor that does nothing
   but one `write` of a byte (so the run can tell every message was taken), no middleware;
 - **dramatiq+defaults**: the same with Dramatiq's default middleware;
@@ -86,6 +89,46 @@ async def http_schema_app(scope, receive, send) -> None:
     await _answer(send, 202, orjson.dumps({"status": "received", "message_id": str(uuid.uuid4())}))
 
 
+async def http_publish_app(scope, receive, send):
+    """`http_schema_app`, publishing the payload as POST /api does (our broker's publisher on this
+    loop, RabbitMQ's confirm, the `queued` record in Redis), without our middleware, keys or FastAPI."""
+    if scope["type"] == "lifespan":
+        await _publisher_lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    from app.auth import OPEN
+    from app.routers.ingest import publish, write_detection_rows
+    from app.schemas import IngestPayload
+    from pydantic import ValidationError
+
+    body = await _read_body(receive)
+    try:
+        payload = IngestPayload.model_validate_json(body)
+    except ValidationError:
+        await _answer(send, 422, b'{"detail":"invalid"}')
+        return
+    message_id = await publish(write_detection_rows, payload.model_dump(mode="json"), sender=OPEN)
+    await _answer(send, 202, orjson.dumps({"status": "received", "message_id": message_id}))
+
+
+async def _publisher_lifespan(receive, send) -> None:
+    """As app.main's lifespan: the publisher on the event loop from start-up, closed at shutdown."""
+    import asyncio
+
+    from actors import broker
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            broker.publish_on(asyncio.get_running_loop())
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await broker.publisher.aclose(timeout=5)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 def our_encoder():
     """Our message encoding (actors/encoding.py), loaded from its file: imported as `actors.encoding`
     it would run `actors/__init__`, which builds our broker and its middleware, the very things
@@ -125,42 +168,79 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def measure_http(app: str, bodies: list[bytes], concurrency: int, workdir: Path) -> dict:
-    """CPU ms a request of uvicorn serving `app` (bench.floor:<name>) under bench.run's load."""
-    import httpx
-
+def _under_load(pid: int, url: str, headers: dict[str, str], bodies: list[bytes], concurrency: int,
+                name: str, log: Path) -> dict:
+    """CPU ms a request of the process tree `pid` (counted from now) under bench.run's load at `url`."""
     from bench.load import run_load
     from bench.procstat import TreeSampler
+
+    tree = TreeSampler(pid, from_now=True)
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    loader = multiprocessing.get_context("spawn").Process(target=run_load,
+                                                          args=(url, bodies, concurrency, None, sender, headers))
+    loader.start()
+    while not receiver.poll(0.5):
+        tree.sample()
+    load = receiver.recv()
+    loader.join()
+    tree.sample()
+    accepted = sum(1 for result in load["results"] if result and result[2] == 202)
+    if accepted != len(bodies):
+        raise AssertionError(f"{name}: {accepted} of {len(bodies)} requests answered 202 (log: {log})")
+    return {"part": name, "count": accepted, "per_s": accepted / load["elapsed"],
+            "cpu_seconds": tree.cpu_seconds, "cpu_ms_each": 1000 * tree.cpu_seconds / accepted,
+            "kernel_share": tree.kernel_seconds / max(tree.cpu_seconds, 1e-9)}
+
+
+def measure_http(app: str, name: str, bodies: list[bytes], concurrency: int, workdir: Path) -> dict:
+    """CPU ms a request of uvicorn serving `app` (bench.floor:<app>, with our uvicorn flags).
+
+    The publishing app gets a RabbitMQ vhost of its own, with no bound on its queue's length (no
+    worker takes the messages)."""
+    import httpx
+
+    from tests.support.rabbit import create_vhost, delete_vhost, vhost_url
     from tests.support.stack import free_port
     from tests.support.waiting import wait_for
 
-    port = free_port()
+    vhost = create_vhost("bench-floor") if app == "http_publish_app" else None
+    environment = {**_malloc_environment(),
+                   **({"RABBITMQ_URL": vhost_url(vhost), "MAX_QUEUE_MESSAGES": "0"} if vhost else {})}
+    port, log = free_port(), workdir / f"{app}.log"
     server = _spawn([sys.executable, "-m", "uvicorn", f"bench.floor:{app}", "--host", "127.0.0.1", "--port", str(port),
                      "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                    workdir / f"{app}.log", _malloc_environment())
+                    log, environment)
     try:
         url = f"http://127.0.0.1:{port}/api"
         wait_for(lambda: httpx.post(url, content=bodies[0], timeout=2).status_code == 202, timeout=60,
-                 what=f"uvicorn serving bench.floor:{app} (log: {workdir / f'{app}.log'})")
-        tree = TreeSampler(server.pid, from_now=True)
-        receiver, sender = multiprocessing.Pipe(duplex=False)
-        loader = multiprocessing.get_context("spawn").Process(target=run_load,
-                                                              args=(url, bodies, concurrency, None, sender, {}))
-        loader.start()
-        while not receiver.poll(0.5):
-            tree.sample()
-        load = receiver.recv()
-        loader.join()
-        tree.sample()
+                 what=f"uvicorn serving bench.floor:{app} (log: {log})")
+        return _under_load(server.pid, url, {}, bodies, concurrency, name, log)
     finally:
         _stop(server)
-    accepted = sum(1 for result in load["results"] if result and result[2] == 202)
-    if accepted != len(bodies):
-        raise AssertionError(f"{app}: {accepted} of {len(bodies)} requests answered 202 "
-                             f"(log: {workdir / f'{app}.log'})")
-    return {"part": app, "count": accepted, "per_s": accepted / load["elapsed"],
-            "cpu_seconds": tree.cpu_seconds, "cpu_ms_each": 1000 * tree.cpu_seconds / accepted,
-            "kernel_share": tree.kernel_seconds / max(tree.cpu_seconds, 1e-9)}
+        if vhost:
+            delete_vhost(vhost)
+
+
+def measure_our_api(bodies: list[bytes], concurrency: int, workdir: Path) -> dict:
+    """CPU ms a request of our API alone (its entrypoint, keys on, an `ingest` key), as bench.run
+    drives it but with no worker beside it: the top of the HTTP ladder."""
+    from bench.targets import OursTarget
+    from tests.support.rabbit import create_vhost, delete_vhost, vhost_url
+
+    vhost = create_vhost("bench-floor")
+
+    class ApiAlone(OursTarget):
+        settings = {"max_queue_messages": "0"}  # no worker takes the messages
+
+    (workdir / "api").mkdir(exist_ok=True)
+    target = ApiAlone(workdir / "api", vhost_url(vhost), 1, 1)
+    try:
+        target.stack.start_api()
+        return _under_load(target.stack.api.pid, f"{target.stack.base_url}/api", target.headers, bodies,
+                           concurrency, "api (ours)", target.stack.workdir / "api.log")
+    finally:
+        target.stop()
+        delete_vhost(vhost)
 
 
 def measure_dramatiq(payloads: list[dict], middleware: str, processes: int, threads: int, workdir: Path) -> dict:
@@ -232,20 +312,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     bodies = [orjson.dumps(payload) for payload in payloads]
     workdir = Path(tempfile.mkdtemp(prefix="bench-floor-"))
     parts = [
-        measure_http("http_app", bodies, args.concurrency, workdir),
-        measure_http("http_schema_app", bodies, args.concurrency, workdir),
+        measure_http("http_app", "http", bodies, args.concurrency, workdir),
+        measure_http("http_schema_app", "http+schema", bodies, args.concurrency, workdir),
+        measure_http("http_publish_app", "http+publish", bodies, args.concurrency, workdir),
+        measure_our_api(bodies, args.concurrency, workdir),
         measure_dramatiq(payloads, "none", args.processes, args.threads, workdir),
         measure_dramatiq(payloads, "defaults", args.processes, args.threads, workdir),
         measure_dramatiq(payloads, "sink", args.processes, args.threads, workdir),
     ]
-    names = {"http_app": "http", "http_schema_app": "http+schema"}
     for part in parts:
-        part["part"] = names.get(part["part"], part["part"])
         print(f"{part['part']:<18} {part['cpu_ms_each']:.3f} ms CPU each ({part['kernel_share']:.0%} in the kernel), "
               f"{part['per_s']:,.0f}/s, {part['count']} of {args.requests}")
-    floor = parts[0]["cpu_ms_each"] + parts[2]["cpu_ms_each"]
-    print(f"floor, http + dramatiq: {floor:.3f} ms CPU a request "
-          f"(with the schema and Dramatiq's defaults: {parts[1]['cpu_ms_each'] + parts[3]['cpu_ms_each']:.3f})")
+    each = {part["part"]: part["cpu_ms_each"] for part in parts}
+    print(f"floor, http + dramatiq: {each['http'] + each['dramatiq']:.3f} ms CPU a request "
+          f"(with the schema and Dramatiq's defaults: {each['http+schema'] + each['dramatiq+defaults']:.3f})")
     return parts
 
 

@@ -11,6 +11,7 @@ pytestmark = pytest.mark.slow
 
 def test_the_floor_benchmark_serves_every_request_and_takes_every_message_with_and_without_middleware():
     parts = {part["part"]: part for part in main(["--requests", "300", "--concurrency", "16"])}
-    assert set(parts) == {"http", "http+schema", "dramatiq", "dramatiq+defaults", "dramatiq+sink"}
+    assert set(parts) == {"http", "http+schema", "http+publish", "api (ours)", "dramatiq", "dramatiq+defaults",
+                          "dramatiq+sink"}
     for part in parts.values():
         assert part["count"] == 300 and part["cpu_ms_each"] > 0, part
