@@ -107,7 +107,7 @@ class StatusWriter:
         with self._lock:
             if len(self._pending) >= MAX_PENDING_WRITES:
                 self._pending.popleft()
-                self._warn("status writes dropped: Redis has been unreachable for too long")
+                self.warn("status writes dropped: Redis has been unreachable for too long")
             self._pending.append((message_id, fields, only_if_new))
 
     def _ensure_flusher(self) -> None:
@@ -154,7 +154,7 @@ class StatusWriter:
                 self._pending.extendleft(reversed(batch))  # in order, before newer writes
                 while len(self._pending) > MAX_PENDING_WRITES:
                     self._pending.popleft()
-            self._warn(f"message status not written to Redis yet (kept for later): {error!r}")
+            self.warn(f"message status not written to Redis yet (kept for later): {error!r}")
         finally:
             if waiting is not None:
                 waiting.set_result(written)
@@ -163,9 +163,15 @@ class StatusWriter:
         if self._client is None:
             self._client = redis_client(self.redis_url, timeout=1)
             self._script = self._client.register_script(WRITE_SCRIPT)
-        self._script(keys=[totals_key(self.namespace)], args=[self.ttl_seconds, write_argument(self.namespace, batch)])
+        self._script(**self.script_arguments(batch))
 
-    def _warn(self, text: str) -> None:
+    def script_arguments(self, batch: list[tuple[str, dict[str, Any], bool]]) -> dict[str, list]:
+        """WRITE_SCRIPT's keys and args for `batch`, for whoever calls it (this thread, or the API's
+        event loop: app.status_records)."""
+        return {"keys": [totals_key(self.namespace)], "args": [self.ttl_seconds, write_argument(self.namespace, batch)]}
+
+    def warn(self, text: str) -> None:
+        """A warning at most once a minute: a Redis outage would otherwise write one a flush."""
         if time.monotonic() - self._warned_at > 60:
             self._warned_at = time.monotonic()
             logger.warning(text)

@@ -25,18 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as redis
 from dramatiq.message import Message
-from loguru import logger
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from actors.message_status import WRITE_SCRIPT, StatusWriter, queued_record, write_argument
-from actors.stats import totals_key
+from actors.message_status import WRITE_SCRIPT, StatusWriter, queued_record
 
 #: Longest a request waits for its record to reach Redis.
 TIMEOUT_SECONDS = 0.25
@@ -56,7 +53,6 @@ class QueuedRecords:
         self._pending: list[Record] = []
         self._next: asyncio.Future | None = None
         self._flusher: asyncio.Task | None = None
-        self._warned_at = 0.0
 
     async def record(self, messages: Iterable[Message]) -> None:
         """Return once the `queued` records of `messages` are in Redis (or kept by the writer)."""
@@ -96,13 +92,12 @@ class QueuedRecords:
             batch, self._pending = self._pending, []
             written, self._next = self._next, None
             try:
-                await self._script(keys=[totals_key(self._writer.namespace)],
-                                   args=[self._writer.ttl_seconds, write_argument(self._writer.namespace, batch)])
+                await self._script(**self._writer.script_arguments(batch))
             except BaseException as error:  # noqa: BLE001 (Redis down, slow, its answer lost, the loop ending)
                 self._hand_to_writer(batch)
                 if not isinstance(error, Exception):
                     raise
-                self._warn(error)
+                self._writer.warn(f"queued records not written to Redis yet (kept for later): {error!r}")
             finally:
                 if not written.done():
                     written.set_result(None)
@@ -111,8 +106,3 @@ class QueuedRecords:
         """The writer's thread keeps them and sends them when Redis takes them again."""
         for message_id, fields, only_if_new in records:
             self._writer.record(message_id, fields, only_if_new=only_if_new)
-
-    def _warn(self, error: BaseException) -> None:
-        if time.monotonic() - self._warned_at > 60:
-            self._warned_at = time.monotonic()
-            logger.warning("queued records not written to Redis yet (kept for later): {!r}", error)

@@ -45,10 +45,9 @@ def test_a_queued_record_is_in_redis_when_record_returns(client):
 
 def test_the_records_of_requests_waiting_together_share_one_write(client, monkeypatch):
     writes = []
-    real = status_records.write_argument
-    monkeypatch.setattr(status_records, "write_argument", lambda namespace, batch: writes.append(len(batch))
-                        or real(namespace, batch))
     writer = writer_flushed_by_the_test()
+    real = writer.script_arguments
+    monkeypatch.setattr(writer, "script_arguments", lambda batch: writes.append(len(batch)) or real(batch))
     records = QueuedRecords(writer)
     sent = [message(number) for number in range(40)]
 
@@ -116,10 +115,10 @@ def test_the_shared_write_carries_no_request_s_id(monkeypatch):
     from logs import REQUEST_ID
 
     seen = []
-    real = status_records.write_argument
-    monkeypatch.setattr(status_records, "write_argument",
-                        lambda namespace, batch: seen.append(REQUEST_ID.get()) or real(namespace, batch))
-    records = QueuedRecords(writer_flushed_by_the_test())
+    writer = writer_flushed_by_the_test()
+    real = writer.script_arguments
+    monkeypatch.setattr(writer, "script_arguments", lambda batch: seen.append(REQUEST_ID.get()) or real(batch))
+    records = QueuedRecords(writer)
 
     async def a_request() -> None:
         REQUEST_ID.set("trace-of-one-request")
