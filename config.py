@@ -271,21 +271,27 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def shell_exports(settings: Settings) -> str:
-    """Render settings as `export NAME=value` lines for the entrypoint scripts.
-
-    Also glibc's malloc variables from MALLOC_TRIM_THRESHOLD_BYTES, which glibc reads once, when the
+def malloc_environment(settings: Settings) -> dict[str, str]:
+    """glibc's malloc variables from MALLOC_TRIM_THRESHOLD_BYTES, which glibc reads once, when the
     service's process starts. Setting the trim threshold stops glibc adapting its mmap threshold,
     so that is set too, at half, the ratio glibc's own adapting keeps: a frame up to 1 MiB still
-    comes from the heap rather than a fresh mapping per message.
-    """
+    comes from the heap rather than a fresh mapping per message."""
+    threshold = settings.malloc_trim_threshold_bytes
+    if not threshold:
+        return {}
+    return {"MALLOC_TRIM_THRESHOLD_": str(threshold), "MALLOC_MMAP_THRESHOLD_": str(threshold // 2)}
+
+
+def shell_exports(settings: Settings) -> str:
+    """Render settings as `export NAME=value` lines for the entrypoint scripts, and glibc's malloc
+    variables (`malloc_environment`)."""
     lines = []
     for name in Settings.model_fields:
         value = getattr(settings, name)
         lines.append(f"export {name.upper()}={shlex.quote(str(value))}")
-    if settings.malloc_trim_threshold_bytes:
-        lines.append(f"export MALLOC_TRIM_THRESHOLD_={settings.malloc_trim_threshold_bytes}"
-                     f" MALLOC_MMAP_THRESHOLD_={settings.malloc_trim_threshold_bytes // 2}")
+    malloc = malloc_environment(settings)
+    if malloc:
+        lines.append("export " + " ".join(f"{name}={value}" for name, value in malloc.items()))
     return "\n".join(lines)
 
 

@@ -40,7 +40,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import run_load  # noqa: E402
+from bench.load import load_from_a_process  # noqa: E402
 from bench.procstat import TreeSampler  # noqa: E402
 from app.tenancy import scoped_file_id  # noqa: E402
 from bench.targets import WORKER_PROCESSES, WORKER_THREADS, OursTarget  # noqa: E402
@@ -72,13 +72,7 @@ async def _post_batches(url: str, batches: list[bytes], concurrency: int, header
 
 def enqueue_single(target: OursTarget, payloads: list[dict], args) -> list[str]:
     bodies = [orjson.dumps(payload) for payload in payloads]
-    receiver, sender = multiprocessing.Pipe(duplex=False)
-    loader = multiprocessing.get_context("spawn").Process(
-        target=run_load, args=(target.url, bodies, args.concurrency, None, sender, target.headers)
-    )
-    loader.start()
-    report = receiver.recv()
-    loader.join()
+    report = load_from_a_process(target.url, bodies, args.concurrency, headers=target.headers)
     ids = [result[3] for result in report["results"] if result and 200 <= result[2] < 300]
     if len(ids) != len(payloads):
         statuses = sorted({result[2] for result in report["results"] if result and not 200 <= result[2] < 300})

@@ -30,7 +30,6 @@ change inside this shape can reduce.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import random
 import subprocess
@@ -142,14 +141,10 @@ def our_encoder():
 
 
 def _malloc_environment() -> dict[str, str]:
-    """glibc's malloc settings our entrypoints export (config --shell), so a floor is not charged
-    page faults ours does not pay."""
-    from config import get_settings
+    """glibc's malloc settings our entrypoints export, so a floor is not charged page faults ours does not pay."""
+    from config import get_settings, malloc_environment
 
-    threshold = get_settings().malloc_trim_threshold_bytes
-    if not threshold:
-        return {}
-    return {"MALLOC_TRIM_THRESHOLD_": str(threshold), "MALLOC_MMAP_THRESHOLD_": str(threshold // 2)}
+    return malloc_environment(get_settings())
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -158,38 +153,26 @@ def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
                                 start_new_session=True)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+def _part(name: str, count: int, seconds: float, tree) -> dict:
+    """One rung's figures: CPU ms each from the tree's sampler, and the rate."""
+    return {"part": name, "count": count, "per_s": count / seconds, "cpu_seconds": tree.cpu_seconds,
+            "cpu_ms_each": 1000 * tree.cpu_seconds / count,
+            "kernel_share": tree.kernel_seconds / max(tree.cpu_seconds, 1e-9)}
 
 
 def _under_load(pid: int, url: str, headers: dict[str, str], bodies: list[bytes], concurrency: int,
                 name: str, log: Path) -> dict:
     """CPU ms a request of the process tree `pid` (counted from now) under bench.run's load at `url`."""
-    from bench.load import run_load
+    from bench.load import load_from_a_process
     from bench.procstat import TreeSampler
 
     tree = TreeSampler(pid, from_now=True)
-    receiver, sender = multiprocessing.Pipe(duplex=False)
-    loader = multiprocessing.get_context("spawn").Process(target=run_load,
-                                                          args=(url, bodies, concurrency, None, sender, headers))
-    loader.start()
-    while not receiver.poll(0.5):
-        tree.sample()
-    load = receiver.recv()
-    loader.join()
+    load = load_from_a_process(url, bodies, concurrency, headers=headers, meanwhile=tree.sample)
     tree.sample()
     accepted = sum(1 for result in load["results"] if result and result[2] == 202)
     if accepted != len(bodies):
         raise AssertionError(f"{name}: {accepted} of {len(bodies)} requests answered 202 (log: {log})")
-    return {"part": name, "count": accepted, "per_s": accepted / load["elapsed"],
-            "cpu_seconds": tree.cpu_seconds, "cpu_ms_each": 1000 * tree.cpu_seconds / accepted,
-            "kernel_share": tree.kernel_seconds / max(tree.cpu_seconds, 1e-9)}
+    return _part(name, accepted, load["elapsed"], tree)
 
 
 def measure_http(app: str, name: str, bodies: list[bytes], concurrency: int, workdir: Path) -> dict:
@@ -200,7 +183,7 @@ def measure_http(app: str, name: str, bodies: list[bytes], concurrency: int, wor
     import httpx
 
     from tests.support.rabbit import create_vhost, delete_vhost, vhost_url
-    from tests.support.stack import free_port
+    from tests.support.stack import free_port, stop_tree
     from tests.support.waiting import wait_for
 
     vhost = create_vhost("bench-floor") if app == "http_publish_app" else None
@@ -216,7 +199,7 @@ def measure_http(app: str, name: str, bodies: list[bytes], concurrency: int, wor
                  what=f"uvicorn serving bench.floor:{app} (log: {log})")
         return _under_load(server.pid, url, {}, bodies, concurrency, name, log)
     finally:
-        _stop(server)
+        stop_tree(server)
         if vhost:
             delete_vhost(vhost)
 
@@ -250,6 +233,7 @@ def measure_dramatiq(payloads: list[dict], middleware: str, processes: int, thre
 
     from bench.procstat import TreeSampler
     from tests.support.rabbit import create_vhost, delete_vhost, queue_state, vhost_url
+    from tests.support.stack import stop_tree
     from tests.support.waiting import wait_for
 
     vhost = create_vhost("bench-floor")
@@ -284,14 +268,12 @@ def measure_dramatiq(payloads: list[dict], middleware: str, processes: int, thre
     finally:
         publisher.close()
         if workers is not None:
-            _stop(workers)
+            stop_tree(workers)
         delete_vhost(vhost)
     count = taken.stat().st_size
     if count != len(payloads):
         raise AssertionError(f"dramatiq+{middleware}: {count} messages taken of {len(payloads)} (log: {log})")
-    return {"part": "dramatiq" if middleware == "none" else f"dramatiq+{middleware}", "count": count,
-            "per_s": count / elapsed, "cpu_seconds": tree.cpu_seconds, "cpu_ms_each": 1000 * tree.cpu_seconds / count,
-            "kernel_share": tree.kernel_seconds / max(tree.cpu_seconds, 1e-9)}
+    return _part("dramatiq" if middleware == "none" else f"dramatiq+{middleware}", count, elapsed, tree)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -17,8 +17,10 @@ latency, so queueing shows in the latency instead of lowering the rate).
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import resource
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import orjson
@@ -135,3 +137,22 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, rate: float | None
         pass
     out.send(asyncio.run(_drive(url, bodies, concurrency, rate, headers or {})))
     out.close()
+
+
+def load_from_a_process(url: str, bodies: list[bytes], concurrency: int, rate: float | None = None,
+                        headers: dict[str, str] | None = None, meanwhile: Callable[[], None] | None = None) -> dict:
+    """Run the load in a process of its own and return its report; `meanwhile` is called every
+    half second until the report comes (sampling the service's CPU, printing progress).
+
+    Spawned, not forked: the child would otherwise start with a copy of the caller's memory and
+    threads, and its CPU and peak RSS would not be the load's alone."""
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    loader = multiprocessing.get_context("spawn").Process(
+        target=run_load, args=(url, bodies, concurrency, rate, sender, headers or {}))
+    loader.start()
+    while not receiver.poll(0.5):
+        if meanwhile is not None:
+            meanwhile()
+    report = receiver.recv()
+    loader.join()
+    return report

@@ -33,7 +33,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import run_load  # noqa: E402
+from bench.load import load_from_a_process  # noqa: E402
 from bench.plot import plot_run  # noqa: E402
 from bench.procstat import TreeSampler, per_request_ms, rabbitmq_cpu_seconds  # noqa: E402
 from bench.targets import TARGETS, WORKER_PROCESSES, WORKER_THREADS  # noqa: E402
@@ -75,20 +75,15 @@ def run_target(target_class, args, payloads: list[dict], bodies: list[bytes], co
         # Ready and idle: what they use from here on is the load's.
         api_tree = TreeSampler(target.api_pid, from_now=True)
         worker_tree = TreeSampler(target.workers_pid, from_now=True)
-        receiver, sender = multiprocessing.Pipe(duplex=False)
-        loader = multiprocessing.get_context("spawn").Process(
-            target=run_load, args=(target.url, bodies, args.concurrency, args.rate, sender, target.headers)
-        )
-        started_wall = time.time()
         started = time.perf_counter()
         rabbitmq_before = rabbitmq_cpu_seconds()
-        loader.start()
-        while not receiver.poll(0.5):
+
+        def meanwhile() -> None:
             for tree in (api_tree, worker_tree):
                 tree.sample()
             progress("messages written", len(target.committed()), args.requests, started)
-        load = receiver.recv()
-        loader.join()
+
+        load = load_from_a_process(target.url, bodies, args.concurrency, args.rate, target.headers, meanwhile)
         accepted = {r[3]: i for i, r in enumerate(load["results"]) if r and 200 <= r[2] < 300}
 
         def all_written():

@@ -193,41 +193,40 @@ class Stack:
         self.start_api()
         return self
 
-    @staticmethod
-    def _stop(process: subprocess.Popen | None, sig: int, timeout: float) -> int | None:
-        """Signal the entrypoint only, as `docker stop` does; kill the whole tree if it hangs.
-
-        The tree is noted before the signal: an entrypoint that dies at once (SIGKILL cannot be
-        forwarded) leaves its children to init, where nothing finds them afterwards, and the
-        workers run in a session of their own. Whatever of it outlives the entrypoint is killed.
-        """
-        if process is None:
-            return None
-        # Only while it runs: the pid of one reaped before (stopped twice) may be another process's.
-        tree = descendants(process.pid) if process.poll() is None else []
-        if process.poll() is None:
-            process.send_signal(sig)
-        try:
-            status = process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            tree = [process.pid, *descendants(process.pid), *tree]
-            _kill_all(tree)
-            status = process.wait(10)
-        _kill_all(tree)
-        return status
-
-
     def stop_workers(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
-        return self._stop(self.workers, sig, timeout)
+        return stop_tree(self.workers, sig, timeout)
 
     def stop_task_workers(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
-        return self._stop(self.task_workers, sig, timeout)
+        return stop_tree(self.task_workers, sig, timeout)
 
     def stop(self) -> None:
-        self._stop(self.api, signal.SIGTERM, 30)
+        stop_tree(self.api, signal.SIGTERM, 30)
         self.stop_workers()
-        self._stop(self.task_workers, signal.SIGTERM, 60)
-        self._stop(self.model_workers, signal.SIGTERM, 60)
+        stop_tree(self.task_workers, signal.SIGTERM, 60)
+        stop_tree(self.model_workers, signal.SIGTERM, 60)
+
+
+def stop_tree(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+    """Signal the entrypoint only, as `docker stop` does; kill the whole tree if it hangs.
+
+    The tree is noted before the signal: an entrypoint that dies at once (SIGKILL cannot be
+    forwarded) leaves its children to init, where nothing finds them afterwards, and the
+    workers run in a session of their own. Whatever of it outlives the entrypoint is killed.
+    """
+    if process is None:
+        return None
+    # Only while it runs: the pid of one reaped before (stopped twice) may be another process's.
+    tree = descendants(process.pid) if process.poll() is None else []
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        status = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        tree = [process.pid, *descendants(process.pid), *tree]
+        _kill_all(tree)
+        status = process.wait(10)
+    _kill_all(tree)
+    return status
 
 
 def _kill_all(pids: list[int]) -> None:

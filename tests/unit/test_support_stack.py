@@ -6,7 +6,7 @@ import signal
 import subprocess
 
 from tests.support.processes import descendants
-from tests.support.stack import Stack
+from tests.support.stack import stop_tree
 from tests.support.waiting import wait_for
 
 
@@ -23,5 +23,5 @@ def test_a_sigkilled_entrypoint_takes_its_children_in_their_own_session_with_it(
     entrypoint = subprocess.Popen(["bash", "-c", "setsid sleep 300 & wait"])
     wait_for(lambda: descendants(entrypoint.pid) or None, timeout=10, what="the child to start")
     (child,) = descendants(entrypoint.pid)
-    Stack._stop(entrypoint, signal.SIGKILL, 10)
+    stop_tree(entrypoint, signal.SIGKILL, 10)
     wait_for(lambda: not alive(child), timeout=10, what=f"the child {child} to be gone")
