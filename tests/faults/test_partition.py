@@ -68,10 +68,13 @@ def test_a_worker_host_partitioned_from_the_broker_hands_its_messages_to_the_oth
         wait_for(lambda: shard_size(host_a) > 300_000 and shard_size(host_b) > 300_000, timeout=60,
                  what="both hosts writing")
 
+        node = broker.nodes[0]
+        mark = broker.log_size(node)
         hosts[0].partition()
         try:
-            wait_for(lambda: "missed heartbeats" in broker.log_tail(broker.nodes[0], 200), timeout=30, interval=0.5,
-                     what="RabbitMQ to close host A's connections for missed heartbeats")
+            wait_for(lambda: "missed heartbeats" in broker.log_since(node, mark), timeout=45, interval=0.5,
+                     what=lambda: "RabbitMQ to close host A's connections for missed heartbeats; it logged since the "
+                                  f"cut:\n{broker.log_since(node, mark)[-4000:]}")
             cut_off = shard_size(host_a)
             before = shard_size(host_b)
             wait_for(lambda: shard_size(host_b) > before + 300_000, timeout=60, interval=0.5,

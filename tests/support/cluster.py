@@ -192,10 +192,28 @@ class Cluster:
                  what=f"all {len(self.nodes)} nodes running again")
 
     def log_tail(self, node: Node, lines: int = 30) -> str:
-        log = node.directory / "log" / f"{node.name}.log"
+        log = self._log(node)
         if not log.exists():
             return "(no log)"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_size(self, node: Node) -> int:
+        """Where `node`'s log ends now: a mark that `log_since` reads from."""
+        log = self._log(node)
+        return log.stat().st_size if log.exists() else 0
+
+    def log_since(self, node: Node, mark: int) -> str:
+        """What `node` logged after `mark`, however much: a tail of fixed length can lose a line under load."""
+        log = self._log(node)
+        if not log.exists():
+            return ""
+        with log.open("rb") as file:
+            file.seek(mark)
+            return file.read().decode(errors="replace")
+
+    @staticmethod
+    def _log(node: Node) -> Path:
+        return node.directory / "log" / f"{node.name}.log"
 
     def stop(self) -> None:
         for node in self.nodes:
