@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     api_keepalive_seconds: int = Field(
         5, ge=1, le=300, description="An idle keep-alive connection is closed after this long."
     )
+    api_gc_young_threshold: int = Field(
+        10_000, ge=0,
+        description="Container objects an API process may add before Python's cyclic garbage collector runs "
+        "(Python's default is 700), and the objects of start-up are frozen out of its scans (app/collector.py). "
+        "At the default the collector took ~14% of the API's CPU under load (bench/RESULTS.md); 0 leaves "
+        "Python's settings alone.",
+    )
 
     # Access control (app/auth.py, app/keys.py). Without a keys file the API is open, and then it
     # serves on loopback only; `python -m app.keys add` creates the file and its first key.

@@ -10,6 +10,7 @@ from loguru import logger
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.auth import get_authenticator, requires
+from app.collector import tune_collector
 from app.errors import HOST_REFUSED_RESPONSE, install_error_handlers
 from app.json_route import OrjsonRoute
 from app.fast_ingest import FastIngest
@@ -25,7 +26,8 @@ from logs import configure_logging
 @asynccontextmanager
 async def _connect_publisher(app: FastAPI):
     """Connect to RabbitMQ at start-up, so the first request need not, and /ready is honest; sample
-    the console's history (app/history.py) while serving."""
+    the console's history (app/history.py) while serving; set the garbage collector for serving
+    (app/collector.py) once start-up has made what it keeps."""
     from actors import broker
 
     from app.routers.bulk import background_uploads
@@ -36,6 +38,7 @@ async def _connect_publisher(app: FastAPI):
     broker.publish_on(asyncio.get_running_loop())  # requests publish on their own thread (actors/publisher_loops.py)
     if settings.history_sample_seconds:
         get_history().start()
+    tune_collector(settings.api_gc_young_threshold)
     yield
     await background_uploads.stop()
     get_history().stop()
