@@ -36,6 +36,7 @@ from dramatiq.results import Results  # noqa: E402
 from actors.dead_letters import DeadLetterReasons  # noqa: E402
 from actors.deliveries import DeliveryLimit  # noqa: E402
 from actors.encoding import OrjsonEncoder  # noqa: E402
+from actors.gathered_writes import gather_writes  # noqa: E402
 from actors.log_context import LogContext  # noqa: E402
 from actors.message_status import MessageLifecycle, StatusResultBackend, StatusWriter  # noqa: E402
 from actors.cluster import node_urls, shuffled  # noqa: E402
@@ -106,6 +107,7 @@ def build_broker(
 
 
 dramatiq.set_encoder(OrjsonEncoder())
+gather_writes()  # before any connection: every frame queued together leaves in one system call
 status_writer = StatusWriter(settings.redis_url, namespace_for(settings.rabbitmq_url), settings.status_ttl_seconds)
 result_backend = StatusResultBackend(status_writer, settings.redis_url)
 #: Actors report progress through it (`lifecycle.report_progress`).

@@ -64,10 +64,10 @@ from loguru import logger
 from pipeline.rows import COLUMNS, HEADER_BYTES, allow_large_cells, restore_cell
 from pipeline.shard_files import ledger_path, sealed_files, sealed_path
 
-#: Upper bound of one group commit; larger batches only add latency.
 #: Who sent a message: (tenant, client_id, device_id); the tenant is "" for a message sent without keys.
 Origin = tuple[str, str, str]
 
+#: Upper bound of one group commit; larger batches only add latency.
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 MAX_BATCH_MESSAGES = 1024
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
