@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     max_records_page_bytes: int = Field(
         8 * 1024 * 1024, ge=64 * 1024, description="Most bytes of CSV one page of GET /records reads.",
     )
+    sink_commit_linger_ms: float = Field(
+        2.0, ge=0, le=100,
+        description="How long a group commit smaller than the worker threads waits for more messages before "
+        "its flush: at moderate rates each message would otherwise get a flush of its own. Adds up to this "
+        "to ingest-to-row latency; 0: never wait.",
+    )
     sink_retry_max_seconds: float = Field(
         5.0, gt=0, le=60,
         description="While the CSV cannot be written (disk full, I/O error, read-only, permissions), the "

@@ -16,7 +16,8 @@ from pipeline.rows import encode_rows
 from pipeline.shard_files import host_label
 
 sink = CsvSink(settings.csv_path, retry_max_seconds=settings.sink_retry_max_seconds,
-               rotation=Rotation(settings.csv_rotate_bytes, settings.csv_rotate_seconds, host_label(settings.csv_host)))
+               rotation=Rotation(settings.csv_rotate_bytes, settings.csv_rotate_seconds, host_label(settings.csv_host)),
+               linger_seconds=settings.sink_commit_linger_ms / 1000, linger_until=settings.worker_threads)
 broker.add_middleware(SinkMetrics(sink))
 # The shared status counters hear what the sink committed, and when the disk stops it.
 for shared in (m for m in broker.middleware if isinstance(m, SharedStats)):

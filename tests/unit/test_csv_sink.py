@@ -7,6 +7,7 @@ import os
 import random
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -268,6 +269,45 @@ def test_the_observer_hears_rows_written_duplicates_and_fsync_time(tmp_path):
     assert sum(report.messages_written for report in reports) == 1
     assert sum(report.duplicates for report in reports) == 1
     assert reports[0].fsync_seconds > 0
+
+
+# -- lingering for the messages right behind -------------------------------------------------
+
+
+def test_a_small_batch_lingers_for_the_message_right_behind_it_and_both_share_one_flush(tmp_path):
+    reports = []
+    sink = CsvSink(tmp_path / "data.csv", observers=[reports.append], linger_seconds=30, linger_until=2)
+    sink._ensure_committer()
+    first = PendingAppend("m-1", encode_rows("m-1", body(random.Random(1), preds=1))[0], rows=1)
+    sink._queue.put(first)
+    wait_for(sink._queue.empty, timeout=10, what="the committer to take the first message")
+
+    assert answer_within(lambda: append(sink, "m-2", body(random.Random(2), preds=1)), timeout=10) == [True]
+    assert answer_within(first.wait, timeout=10) == [None] and first.written
+    assert [report.messages_written for report in reports] == [2]
+    assert_exactly(tmp_path / "data.csv", {"m-1": 1, "m-2": 1})
+
+
+def test_a_batch_of_as_many_messages_as_threads_that_could_add_to_it_does_not_linger(tmp_path):
+    sink = CsvSink(tmp_path / "data.csv", linger_seconds=60, linger_until=1)
+
+    assert answer_within(lambda: append(sink, "m-1", body(random.Random(1), preds=1)), timeout=10) == [True]
+
+
+def test_a_batch_lingers_no_longer_than_the_linger(tmp_path):
+    sink = CsvSink(tmp_path / "data.csv", linger_seconds=0.2, linger_until=32)
+    started = time.monotonic()
+
+    assert answer_within(lambda: append(sink, "m-1", body(random.Random(1), preds=1)), timeout=10) == [True]
+    assert time.monotonic() - started >= 0.2
+
+
+def test_the_workers_sink_lingers_as_configured_until_every_worker_thread_waits_in_its_batch():
+    from actors import settings
+    from actors.ingest import sink
+
+    assert sink.linger_seconds == settings.sink_commit_linger_ms / 1000 > 0
+    assert sink.linger_until == settings.worker_threads
 
 
 # -- a disk that refuses writes -------------------------------------------------------------
