@@ -135,3 +135,25 @@ def test_a_40_kb_message_takes_a_few_socket_reads_not_ten(broker, monkeypatch):
     assert sorted(m.args[0] for m in messages) == list(range(count))
     assert sum(map(len, reads)) >= count * 40_000
     assert len(reads) <= 3 * count, f"{len(reads)} reads for {count} messages of 40 KB"
+
+
+def test_a_consumed_message_carries_its_fields_itself_not_behind_getattr(broker, monkeypatch):
+    broker.declare_queue("q", ensure=True)
+    sent = Message(queue_name="q", actor_name="a", args=(1,), kwargs={"k": 2}, options={"o": 3})
+    broker.enqueue(sent)
+    consumer = broker.consume("q", prefetch=1, timeout=100)
+    try:
+        (message,) = drain(consumer, 1)
+        looked_up: list[str] = []
+        real = type(message).__getattr__
+        monkeypatch.setattr(type(message), "__getattr__", lambda self, name: (looked_up.append(name), real(self, name))[1])
+
+        fields = (message.queue_name, message.actor_name, message.args, message.kwargs, message.message_id,
+                  message.message_timestamp)
+
+        assert looked_up == []  # each was found without __getattr__, which Python calls after a failed lookup
+        assert fields == (sent.queue_name, sent.actor_name, (1,), {"k": 2}, sent.message_id, sent.message_timestamp)
+        assert message.options is message._message.options  # the same dict: what a middleware sets, all see
+        assert message.asdict() == message._message.asdict()  # the message's methods still reach it
+    finally:
+        consumer.close()
