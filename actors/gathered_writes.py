@@ -6,8 +6,8 @@ body; an ack is one) and, when the socket is writable, sends them with one
 and a burst of acks one of each per message, each segment also parsed on its
 own by RabbitMQ. Here the queued frames leave together through `sendmsg`
 (scatter-gather: nothing is copied to join them), as many as the kernel takes
-at once. Measured (bench/RESULTS.md): API + workers -12% CPU a request under
-`bench.run`, RabbitMQ -25%.
+at once. Measured (bench/RESULTS.md): API + workers -10% CPU a request under
+`bench.run`, RabbitMQ -18%.
 
 The bytes on the wire are the same, in the same order; only the system calls
 and segments change. TLS connections (`amqps://`) keep pika's own sending:
@@ -17,12 +17,10 @@ an SSL socket has no `sendmsg`.
 from __future__ import annotations
 
 import itertools
-import os
 
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport, _AsyncTransportBase
 
-#: Buffers one `sendmsg` may carry (the kernel's limit, 1024 on Linux).
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+from pipeline.csv_sink import IOV_MAX
 
 # Checked at import, so that a pika release that renamed what this relies on fails at start, not on a
 # connection. `_produce` must still be the base class's (the one this replaces), not an override.
@@ -39,7 +37,7 @@ def _produce_gathered(self: _AsyncPlaintextTransport) -> None:
     """
     buffers = self._tx_buffers
     while buffers:
-        sent = self._sock.sendmsg(itertools.islice(buffers, _IOV_MAX))
+        sent = self._sock.sendmsg(itertools.islice(buffers, IOV_MAX))
         self._tx_buffered_byte_count -= sent
         while sent:
             first = buffers[0]
